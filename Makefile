@@ -1,0 +1,47 @@
+# Every target creates and uses the project's own virtual environment (.venv), so a fresh
+# machine needs nothing but python3 (>= 3.11).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install generate check-generated check format test bench run clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install the project with its development tools
+
+generate: $(STAMP)  ## Regenerate src/attentive_router/_generated and docs/mappings.md from spec/
+	$(BIN)/python -m codegen
+
+check-generated: $(STAMP)  ## Fail when the committed generated files are stale
+	$(BIN)/python -m codegen --check
+
+check: $(STAMP)  ## Format check, lint, mypy --strict, generated-in-sync (never fixes anything)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict
+	$(BIN)/python -m codegen --check
+
+format: $(STAMP)  ## Apply the formatter and the lint autofixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP)  ## Run the test suite
+	$(BIN)/pytest
+
+bench: $(STAMP)  ## Throughput benchmarks, measured side by side in one run
+	$(BIN)/python -m bench
+
+run: $(STAMP)  ## Transform the bundled sample events and print the outcomes and a summary
+	$(BIN)/attentive-router transform --summary src/attentive_router/samples/sample-events.ndjson
+
+clean:  ## Remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
