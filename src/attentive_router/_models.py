@@ -1,0 +1,149 @@
+"""Typed models of the Attentive request bodies the router sends.
+
+Attribute names are the snake_case form of Attentive's camelCase field names (the converter in
+``_json`` renames them); each class is named after the ``title`` of its definition in
+``schemas/attentive-v1.json``, which is how the code generator finds it. Absent optional fields
+are ``None`` and are omitted from the JSON body, never sent as ``null``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+
+JSONObject = dict[str, Any]
+"""A JSON object passed through as parsed (custom event and attribute properties)."""
+
+
+@frozen
+class CustomIdentifier:
+    """A namespaced identifier, e.g. ``{"name": "username", "value": "jane_doe_92"}``."""
+
+    name: str
+    value: str
+
+
+@frozen
+class ExternalIdentifiers:
+    """Identifiers of the user in the brand's own systems."""
+
+    client_user_id: str | None = None
+    custom_identifiers: tuple[CustomIdentifier, ...] | None = None
+
+
+@frozen
+class EventUser:
+    """The user an event is about: at least one of phone, email, external identifiers."""
+
+    phone: str | None = None
+    email: str | None = None
+    external_identifiers: ExternalIdentifiers | None = None
+
+
+@frozen
+class Price:
+    """One price of a product: a JSON number with its decimals, and an ISO 4217 currency."""
+
+    value: int | float
+    currency: str | None = None
+
+
+@frozen
+class Product:
+    """One item of an eCommerce event (Attentive's ``ProductRequest``)."""
+
+    product_id: str
+    product_variant_id: str
+    price: tuple[Price, ...]
+    product_image: str | None = None
+    product_url: str | None = None
+    name: str | None = None
+    quantity: int | None = None
+
+
+@frozen
+class ProductViewRequest:
+    """Body of ``POST /v1/events/ecommerce/product-view``."""
+
+    items: tuple[Product, ...]
+    user: EventUser
+    occurred_at: str | None = None
+
+
+@frozen
+class AddToCartRequest:
+    """Body of ``POST /v1/events/ecommerce/add-to-cart``."""
+
+    items: tuple[Product, ...]
+    user: EventUser
+    occurred_at: str | None = None
+
+
+@frozen
+class SalesChannel:
+    """Where a purchase happened."""
+
+    channel_type: str | None = None
+
+
+@frozen
+class PurchaseRequest:
+    """Body of ``POST /v1/events/ecommerce/purchase``."""
+
+    items: tuple[Product, ...]
+    user: EventUser
+    order_id: str | None = None
+    sales_channel: SalesChannel | None = None
+    occurred_at: str | None = None
+
+
+@frozen
+class CustomEventsRequest:
+    """Body of ``POST /v1/events/custom``."""
+
+    type: str
+    user: EventUser
+    properties: JSONObject | None = None
+    external_event_id: str | None = None
+    occurred_at: str | None = None
+
+
+@frozen
+class IdentifyRequest:
+    """Body of ``POST /v1/identity-resolution/user-identifiers`` (``IdentifyRequestDto``)."""
+
+    phone: str | None = None
+    email: str | None = None
+    shopify_id: str | None = None
+    klaviyo_id: str | None = None
+    client_user_id: str | None = None
+    custom_identifiers: tuple[CustomIdentifier, ...] | None = None
+
+
+@frozen
+class CustomAttributesRequest:
+    """Body of ``POST /v1/attributes/custom``."""
+
+    properties: JSONObject
+    user: EventUser
+
+
+Body = (
+    ProductViewRequest
+    | AddToCartRequest
+    | PurchaseRequest
+    | CustomEventsRequest
+    | IdentifyRequest
+    | CustomAttributesRequest
+)
+"""Any request body the router sends."""
+
+BODY_TYPES: tuple[type[Body], ...] = (
+    ProductViewRequest,
+    AddToCartRequest,
+    PurchaseRequest,
+    CustomEventsRequest,
+    IdentifyRequest,
+    CustomAttributesRequest,
+)
