@@ -1,0 +1,259 @@
+"""Hand-written expressions for rules-table rows whose input is "Expression – ...".
+
+Each takes the resolved ``Source``, the ``Context`` and the warnings accumulator, and returns
+the output value, ``None`` when there is nothing to send, or a ``Rejected``/``Skipped`` outcome.
+Pure: the receipt time comes from the context, never from the clock. The code generator checks
+that every function a row names exists here with this signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from attentive_router._config import Context
+from attentive_router._models import CustomIdentifier, JSONObject, Price, Product
+from attentive_router._outcome import Rejected, Skipped, TransformWarning
+from attentive_router._source import Source, json_type
+from attentive_router._values import CURRENCY, as_number, text
+
+TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+"""Where an event's time is read from, first present wins (the integration doc's order)."""
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""Timestamps before this are taken as client clock errors, not as real event times."""
+
+FUTURE_TOLERANCE = timedelta(days=1)
+"""How far past the receipt time an event's timestamp may lie before it is refused."""
+
+MAX_ATTRIBUTE_NAME = 200
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds and ``Z``, e.g. ``2026-01-08T13:52:50.212Z``."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Read an ISO 8601 timestamp; one without an offset is taken as UTC. ``None`` if unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def occurred_at(
+    src: Source, ctx: Context, warnings: list[TransformWarning]
+) -> str | Rejected | Skipped:
+    """When the event happened: timestamp, originalTimestamp or sentAt, else the receipt time."""
+    for name in TIMESTAMP_FIELDS:
+        raw = src.event.get(name)
+        if raw is None or raw == "":
+            continue
+        moment = parse_timestamp(raw)
+        if moment is None:
+            return Rejected("invalid_timestamp", f"{name} {raw!r} is not an ISO 8601 timestamp")
+        if moment < EARLIEST or moment > ctx.received_at + FUTURE_TOLERANCE:
+            return Rejected(
+                "invalid_timestamp",
+                f"{name} {raw!r} is implausible: before {EARLIEST.year} or more than a day "
+                "after the event was received",
+            )
+        age = ctx.received_at - moment
+        if age > ctx.config.stale_after:
+            hours = age.total_seconds() / 3600
+            message = (
+                f"{name} {raw!r} is {hours:.1f} hours before receipt; Attentive accepts it but "
+                "will not trigger journeys from it"
+            )
+            if ctx.config.stale_events == "skip":
+                return Skipped("stale_event", message)
+            warnings.append(TransformWarning("stale_event", message))
+        return format_timestamp(moment)
+    return format_timestamp(ctx.received_at)
+
+
+def custom_identifiers(
+    src: Source, ctx: Context, warnings: list[TransformWarning]
+) -> tuple[CustomIdentifier, ...] | None:
+    """``traits.username`` as ``[{"name": "username", "value": ...}]``, when it is not blank."""
+    value = text(src.traits.get("username"), "traits.username", ctx, warnings)
+    if value is None:
+        return None
+    return (CustomIdentifier("username", value),)
+
+
+def _label(product: Mapping[str, Any], where: str) -> str:
+    for key in ("product_id", "sku", "name"):
+        value = product.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return f"{where} ({key} {value!r})"
+    return where
+
+
+def _item(
+    product: Any, order_currency: Any, where: str, ctx: Context, warnings: list[TransformWarning]
+) -> Product | None:
+    """Build one Attentive item from a Segment product, or warn and return None."""
+    if not isinstance(product, Mapping):
+        warnings.append(
+            TransformWarning(
+                "item_dropped", f"{where} is {json_type(product)}, not an object; left out"
+            )
+        )
+        return None
+    scratch: list[TransformWarning] = []
+    product_id = text(product.get("product_id"), f"{where}.product_id", ctx, scratch) or text(
+        product.get("sku"), f"{where}.sku", ctx, scratch
+    )
+    if product_id is None:
+        warnings.append(
+            TransformWarning(
+                "item_dropped", f"{_label(product, where)} has no product_id or sku; left out"
+            )
+        )
+        return None
+    variant = (
+        text(product.get("variant"), f"{where}.variant", ctx, scratch)
+        or text(product.get("sku"), f"{where}.sku", ctx, scratch)
+        or product_id
+    )
+    raw_price = product.get("price")
+    value = as_number(raw_price)
+    if value is None:
+        warnings.append(
+            TransformWarning(
+                "item_dropped",
+                f"{_label(product, where)}: price {raw_price!r} is not a number; left out",
+            )
+        )
+        return None
+    raw_currency = product.get("currency")
+    if raw_currency is None or raw_currency == "":
+        raw_currency = order_currency
+    if raw_currency is None or raw_currency == "":
+        code = "USD"
+    else:
+        code = raw_currency.strip().upper() if isinstance(raw_currency, str) else ""
+        if not CURRENCY.fullmatch(code):
+            warnings.append(
+                TransformWarning(
+                    "item_dropped",
+                    f"{_label(product, where)}: currency {raw_currency!r} is not an ISO 4217 "
+                    "code; left out",
+                )
+            )
+            return None
+    quantity = _quantity(product.get("quantity"), where, warnings)
+    warnings.extend(scratch)
+    return Product(
+        product_id=product_id,
+        product_variant_id=variant,
+        price=(Price(value, code),),
+        product_image=_url_text(product.get("image_url"), f"{where}.image_url", ctx, warnings),
+        product_url=_url_text(product.get("url"), f"{where}.url", ctx, warnings),
+        name=text(product.get("name"), f"{where}.name", ctx, warnings),
+        quantity=quantity,
+    )
+
+
+def _url_text(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
+    return value if isinstance(value, str) and value.strip() else text(value, field, ctx, warnings)
+
+
+def _quantity(value: Any, where: str, warnings: list[TransformWarning]) -> int | None:
+    if value is None:
+        return None
+    number = as_number(value)
+    if isinstance(number, float) and number.is_integer() and abs(number) < 2**63:
+        number = int(number)
+    if isinstance(number, int) and not isinstance(number, bool) and abs(number) < 2**63:
+        return number
+    warnings.append(
+        TransformWarning(
+            "invalid_quantity", f"{where}.quantity {value!r} is not a whole number; left out"
+        )
+    )
+    return None
+
+
+def _no_items(where: str) -> Rejected:
+    return Rejected("no_items", f"{where} holds no product Attentive can accept (see the warnings)")
+
+
+def single_item(
+    src: Source, ctx: Context, warnings: list[TransformWarning]
+) -> tuple[Product, ...] | Rejected:
+    """The one product described by the event's ``properties``."""
+    props = src.properties
+    item = _item(props, props.get("currency"), "properties", ctx, warnings)
+    if item is None:
+        return Rejected(
+            "no_items",
+            f"properties do not describe a product Attentive can accept: {warnings[-1].message}",
+        )
+    return (item,)
+
+
+def line_items(
+    src: Source, ctx: Context, warnings: list[TransformWarning]
+) -> tuple[Product, ...] | Rejected:
+    """The products of ``properties.products[]``; products that cannot be built are left out."""
+    products = src.properties.get("products")
+    if not isinstance(products, list) or not products:
+        shown = "missing" if products is None else f"{json_type(products)}, not a list of products"
+        return Rejected("no_items", f"properties.products is {shown}")
+    order_currency = src.properties.get("currency")
+    items = [
+        _item(product, order_currency, f"properties.products[{index}]", ctx, warnings)
+        for index, product in enumerate(products)
+    ]
+    kept = tuple(item for item in items if item is not None)
+    return kept or _no_items("properties.products")
+
+
+def _flatten(prefix: str, value: Any, out: JSONObject, warnings: list[TransformWarning]) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, out, warnings)
+        return
+    if isinstance(value, list | tuple):
+        warnings.append(
+            TransformWarning(
+                "attribute_dropped",
+                f"traits.{prefix} is a list; Attentive refuses list-valued custom attributes; "
+                "left out",
+            )
+        )
+        return
+    if not prefix.strip() or len(prefix) > MAX_ATTRIBUTE_NAME:
+        warnings.append(
+            TransformWarning(
+                "attribute_dropped",
+                f"traits.{prefix[:40]!r}: attribute names must have 1 to "
+                f"{MAX_ATTRIBUTE_NAME} characters; left out",
+            )
+        )
+        return
+    out[prefix] = value
+
+
+IDENTIFIER_TRAITS = frozenset({"email", "phone", "username"})
+"""Traits sent as identifiers, not as custom attributes."""
+
+
+def remaining_traits(src: Source, ctx: Context, warnings: list[TransformWarning]) -> JSONObject:
+    """The traits other than the identifiers, nested objects flattened to ``a.b`` names."""
+    out: JSONObject = {}
+    for key, value in src.traits.items():
+        if key in IDENTIFIER_TRAITS:
+            continue
+        _flatten(key, value, out, warnings)
+    return out

@@ -1,0 +1,197 @@
+"""Value normalisers that rules-table rows name in their ``function`` column.
+
+Each takes the raw input value, the input path (for messages), the context and the warnings
+accumulator, and returns the normalised value, ``None`` when the value is absent or unusable
+(with a warning saying why), or a ``Rejected`` outcome. Pure: no I/O, clock or logging. The code
+generator checks that every function a row names exists here with this signature.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from typing import Any
+
+import phonenumbers
+
+from attentive_router._config import Context
+from attentive_router._models import JSONObject
+from attentive_router._outcome import Rejected, TransformWarning
+from attentive_router._source import is_blank, json_type
+
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+CURRENCY = re.compile(r"[A-Z]{3}")
+_NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+FORBIDDEN_IN_TYPE = frozenset("\"'(){}[]\\|,")
+_INT64 = 2**63
+
+
+def _warn(warnings: list[TransformWarning], code: str, message: str) -> None:
+    warnings.append(TransformWarning(code, message))
+
+
+def text(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
+    """A string field: strings as sent, integers and decimals written out, blanks absent."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value) if math.isfinite(value) else None
+    _warn(
+        warnings, "invalid_value", f"{field}: expected a string, got {json_type(value)}; left out"
+    )
+    return None
+
+
+def identifier(
+    value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
+) -> str | None:
+    """An identifier: strings as sent (blank ones absent), integers written out."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    _warn(
+        warnings,
+        "invalid_identifier",
+        f"{field}: expected a string or an integer, got {json_type(value)}; left out",
+    )
+    return None
+
+
+def email(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
+    """An email address, trimmed; one that is not ``local@domain`` is dropped with a warning."""
+    if is_blank(value):
+        return None
+    if isinstance(value, str):
+        trimmed = value.strip()
+        if EMAIL.fullmatch(trimmed):
+            return trimmed
+        _warn(warnings, "invalid_email", f"{field}: {trimmed!r} is not an email address; left out")
+        return None
+    _warn(
+        warnings, "invalid_email", f"{field}: expected a string, got {json_type(value)}; left out"
+    )
+    return None
+
+
+@lru_cache(maxsize=65536)
+def _to_e164(raw: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return formatted
+
+
+def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
+    """A phone number in E.164; others are normalised, or dropped with a warning."""
+    if is_blank(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        _warn(
+            warnings,
+            "invalid_phone",
+            f"{field}: expected a string, got {json_type(value)}; left out",
+        )
+        return None
+    raw = value.strip()
+    if E164.fullmatch(raw):
+        return raw
+    normalised = _to_e164(raw, ctx.config.default_region)
+    if normalised is None:
+        _warn(
+            warnings,
+            "invalid_phone",
+            f"{field}: {raw!r} cannot be read as a phone number "
+            f"(default region {ctx.config.default_region}); left out",
+        )
+    return normalised
+
+
+def event_type(
+    value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
+) -> str | Rejected | None:
+    """A custom event type: case-sensitive, kept as sent; forbidden characters reject the event."""
+    if is_blank(value):
+        return None
+    if not isinstance(value, str):
+        return Rejected("invalid_event_type", f"{field} must be a string, not {json_type(value)}")
+    bad = sorted(FORBIDDEN_IN_TYPE.intersection(value))
+    if bad:
+        return Rejected(
+            "invalid_event_type",
+            f"{field} {value!r} contains {' '.join(bad)}, which Attentive forbids in a custom "
+            "event type; renaming it would split the journey trigger, so the event is not sent",
+        )
+    return value
+
+
+def currency(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
+    """An ISO 4217 currency code, uppercased; anything else is dropped with a warning."""
+    if is_blank(value):
+        return None
+    if isinstance(value, str):
+        code = value.strip().upper()
+        if CURRENCY.fullmatch(code):
+            return code
+    _warn(
+        warnings,
+        "invalid_currency",
+        f"{field}: {value!r} is not an ISO 4217 currency code; left out",
+    )
+    return None
+
+
+def as_number(value: Any) -> int | float | None:
+    """Read a JSON number or a numeric string; ``None`` when it is neither (or not finite)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -_INT64 <= value < _INT64 else float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        candidate = value.strip()
+        if _NUMERIC.fullmatch(candidate):
+            if candidate.lstrip("+-").isdigit():
+                return as_number(int(candidate))
+            number = float(candidate)
+            return number if math.isfinite(number) else None
+    return None
+
+
+def number(
+    value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
+) -> int | float | None:
+    """A number: JSON numbers kept, numeric strings such as ``"19.99"`` converted."""
+    if value is None:
+        return None
+    result = as_number(value)
+    if result is None:
+        _warn(warnings, "invalid_number", f"{field}: {value!r} is not a number; left out")
+    return result
+
+
+def json_value(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> Any:
+    """Any JSON value, passed through (object keys are checked later, with the whole body)."""
+    return value
+
+
+def json_object(
+    value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
+) -> JSONObject | None:
+    """A JSON object passed through; an empty one is absent."""
+    if isinstance(value, dict) and value:
+        return value
+    return None
