@@ -1,0 +1,1 @@
+"""Code generated from ``spec/`` by ``make generate``; do not edit. See ``codegen/``."""
