@@ -1,0 +1,7 @@
+"""``python -m attentive_router``: the command line."""
+
+import sys
+
+from attentive_router._cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""The ``attentive-router`` command line.
+
+This is the edge of the program: it reads files and the clock, builds the ``Context`` and
+writes results. The transform itself stays pure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from attentive_router._config import Config, Context
+from attentive_router._expressions import parse_timestamp
+from attentive_router._input import read_events
+from attentive_router._json import to_record
+from attentive_router._router import route
+from attentive_router._summary import Progress, Tally
+
+PROG = "attentive-router"
+
+TRANSFORM_EPILOG = """\
+output: one JSON line per input event, in input order:
+  {"messageId": "...", "outcome": "mapped", "requests": [{"method": "POST", "path": "/v1/...",
+   "body": {...}}], "warnings": [{"code": "...", "message": "..."}]}
+  {"messageId": "...", "outcome": "skipped", "reason": "no_identifier", "message": "..."}
+  {"messageId": "...", "outcome": "rejected", "reason": "invalid_timestamp", "message": "..."}
+
+examples:
+  attentive-router transform events.ndjson > requests.ndjson
+  cat batch.json | attentive-router transform --summary - > /dev/null
+  attentive-router transform --received-at 2026-01-08T14:00:00Z --default-region GB events.ndjson
+"""
+
+
+def _timestamp(value: str) -> datetime:
+    moment = parse_timestamp(value)
+    if moment is None:
+        msg = f"{value!r} is not an ISO 8601 timestamp"
+        raise argparse.ArgumentTypeError(msg)
+    return moment
+
+
+def _config_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Config()
+    group = parser.add_argument_group("mapping options")
+    group.add_argument(
+        "--unnamed-track",
+        choices=("custom_event", "skip"),
+        default=defaults.unnamed_track,
+        help="track events no mapping table names: send as custom events, or skip "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--stale-events",
+        choices=("send", "skip"),
+        default=defaults.stale_events,
+        help="events older than 12 hours at receipt: send with a warning, or skip "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--strict-property-keys",
+        action="store_true",
+        help="reject custom events whose property keys hold forbidden characters "
+        "(default: drop those keys with a warning)",
+    )
+    group.add_argument(
+        "--default-region",
+        default=defaults.default_region,
+        metavar="CC",
+        help="region for phone numbers without a country code (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the whole command line."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Map Segment-spec analytics events (identify, page, track with the eCommerce "
+        "v2 names) to Attentive's REST API requests.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    transform = commands.add_parser(
+        "transform",
+        help="map events to Attentive requests and print one outcome line per event",
+        description="Read Segment events (NDJSON, a JSON array, or Segment batch envelopes) and "
+        "print what each becomes: the Attentive requests, or why it is skipped or rejected. "
+        "Sends nothing.",
+        epilog=TRANSFORM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    transform.add_argument(
+        "file", nargs="?", default="-", metavar="FILE|-", help="input (default: stdin)"
+    )
+    transform.add_argument(
+        "--received-at",
+        type=_timestamp,
+        metavar="ISO",
+        help="receipt time used for events without a timestamp and for the stale check "
+        "(default: now)",
+    )
+    transform.add_argument(
+        "--summary", action="store_true", help="print counts per outcome and reason to stderr"
+    )
+    transform.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress line on stderr (default: auto, when stderr is a terminal)",
+    )
+    _config_options(transform)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return Config(
+        unnamed_track=args.unnamed_track,
+        stale_events=args.stale_events,
+        strict_property_keys=args.strict_property_keys,
+        default_region=args.default_region.upper(),
+    )
+
+
+def transform(
+    args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str]
+) -> int:
+    """Run ``transform``; return the exit status."""
+    try:
+        config = _config(args)
+    except ValueError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return 2
+    ctx = Context(args.received_at or datetime.now(UTC), config)
+    try:
+        source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115 - closed below
+    except OSError as error:
+        print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
+        return 2
+    size = None if args.file == "-" else os.fstat(source.fileno()).st_size
+    show = args.progress == "always" or (args.progress == "auto" and stderr.isatty())
+    progress = Progress(stderr, "transform", show)
+    tally = Tally()
+    write = stdout.write
+    try:
+        for done, item in enumerate(read_events(source), 1):
+            if item.error is not None:
+                record = {
+                    "messageId": None,
+                    "outcome": "rejected",
+                    "reason": "invalid_json",
+                    "message": item.error,
+                    "line": item.line,
+                }
+                tally.add_rejected("invalid_json")
+            else:
+                outcome = route(item.event, ctx)
+                record = to_record(outcome, item.event)
+                tally.add(outcome)
+            write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            progress.update(done, size, source.tell() if size else None)
+    except OSError as error:
+        progress.close()
+        print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
+        return 2
+    finally:
+        if source is not stdin:
+            source.close()
+    stdout.flush()
+    progress.close()
+    if args.summary:
+        print(tally.render(), file=stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``attentive-router`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "transform":
+        return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+    return 2  # pragma: no cover - argparse rejects unknown commands

@@ -1,0 +1,109 @@
+"""Read Segment events from NDJSON, a JSON array, or Segment batch envelopes.
+
+Yields each event with its position, or the problem that prevented reading it, so that every
+input event gets an output line. NDJSON is streamed line by line; a JSON array or a single
+pretty-printed document is read whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+import orjson
+from attrs import frozen
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@frozen
+class Item:
+    """One input event (``event``), or the reason it could not be read (``error``)."""
+
+    line: int
+    event: Any = None
+    error: str | None = None
+
+
+def _expand(document: Any, line: int) -> Iterator[Item]:
+    """A batch envelope gives its events (with the envelope's context merged in)."""
+    if isinstance(document, Mapping) and isinstance(document.get("batch"), list):
+        shared = {
+            key: document[key]
+            for key in ("context", "integrations")
+            if isinstance(document.get(key), Mapping)
+        }
+        for event in document["batch"]:
+            if isinstance(event, dict) and shared:
+                merged = dict(event)
+                for key, value in shared.items():
+                    own = event.get(key)
+                    merged[key] = {**value, **own} if isinstance(own, Mapping) else own or value
+                event = merged  # noqa: PLW2901 - the merged copy replaces the item
+            yield Item(line, event)
+    elif isinstance(document, list):
+        for event in document:
+            yield from _expand(event, line) if _is_envelope(event) else (Item(line, event),)
+    else:
+        yield Item(line, document)
+
+
+def _is_envelope(value: Any) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get("batch"), list)
+
+
+def _error(line: int, error: orjson.JSONDecodeError) -> Item:
+    return Item(line, error=f"line {line}: not valid JSON ({error.msg} at column {error.colno})")
+
+
+def read_events(stream: IO[bytes]) -> Iterator[Item]:
+    """Yield every event of ``stream`` in input order.
+
+    Blank lines are ignored; a leading byte-order mark and CRLF line ends are accepted.
+    """
+    first = stream.readline().removeprefix(_BOM)
+    number = 1
+    while first and not first.strip():
+        first = stream.readline()
+        number += 1
+    if not first:
+        return
+    if first.lstrip().startswith(b"["):
+        yield from _whole(first + stream.read(), number)
+        return
+    try:
+        document = orjson.loads(first)
+    except orjson.JSONDecodeError as error:
+        rest = stream.read()
+        try:
+            whole = orjson.loads(first + rest)
+        except orjson.JSONDecodeError:
+            yield _error(number, error)
+            yield from _lines(rest.splitlines(keepends=True), start=number + 1)
+            return
+        yield from _expand(whole, number)
+        return
+    yield from _expand(document, number)
+    yield from _lines(stream, start=number + 1)
+
+
+def _whole(data: bytes, number: int) -> Iterator[Item]:
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        line = number + error.lineno - 1
+        yield Item(line, error=f"line {line}: not valid JSON ({error.msg})")
+        return
+    yield from _expand(document, number)
+
+
+def _lines(lines: Iterator[bytes] | list[bytes] | IO[bytes], start: int) -> Iterator[Item]:
+    for number, raw in enumerate(lines, start):
+        if not raw.strip():
+            continue
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            yield _error(number, error)
+            continue
+        yield from _expand(document, number)
