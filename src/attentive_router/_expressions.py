@@ -15,7 +15,7 @@ from typing import Any
 from attentive_router._config import Context
 from attentive_router._models import CustomIdentifier, JSONObject, Price, Product
 from attentive_router._outcome import Rejected, Skipped, TransformWarning
-from attentive_router._source import Source, json_type
+from attentive_router._source import Source, is_blank, json_type
 from attentive_router._values import CURRENCY, as_number, text
 
 TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
@@ -53,16 +53,22 @@ def occurred_at(
     """When the event happened: timestamp, originalTimestamp or sentAt, else the receipt time."""
     for name in TIMESTAMP_FIELDS:
         raw = src.event.get(name)
-        if raw is None or raw == "":
+        if is_blank(raw):
             continue
         moment = parse_timestamp(raw)
         if moment is None:
             return Rejected("invalid_timestamp", f"{name} {raw!r} is not an ISO 8601 timestamp")
-        if moment < EARLIEST or moment > ctx.received_at + FUTURE_TOLERANCE:
+        if moment < EARLIEST:
             return Rejected(
                 "invalid_timestamp",
-                f"{name} {raw!r} is implausible: before {EARLIEST.year} or more than a day "
-                "after the event was received",
+                f"{name} {raw!r} is before {EARLIEST.year}: a client clock error, "
+                "not an event time",
+            )
+        if moment > ctx.received_at + FUTURE_TOLERANCE:
+            return Rejected(
+                "invalid_timestamp",
+                f"{name} {raw!r} is more than a day after the event was received "
+                f"({format_timestamp(ctx.received_at)})",
             )
         age = ctx.received_at - moment
         if age > ctx.config.stale_after:
