@@ -9,7 +9,7 @@ dropped), ``None`` when there is nothing worth sending, or a ``Rejected`` outcom
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
 from typing import Any
 
 import attrs
@@ -22,7 +22,6 @@ from attentive_router._models import (
     CustomEventsRequest,
     EventUser,
     IdentifyRequest,
-    JSONObject,
 )
 from attentive_router._outcome import Rejected, TransformWarning
 
@@ -32,44 +31,65 @@ MAX_SHORTENED_URL = 1024
 MAX_IDENTITY_FIELD = 100
 
 
+_FORBIDDEN_KEY = re.compile(r'["{}\[\]\\|]')
+
+
 @define
 class _Scan:
-    """What a pass over custom event properties found."""
+    """One pass over custom event properties: what Attentive's rules have to say about them."""
 
     dropped: list[str] = field(factory=list)
     nested: list[str] = field(factory=list)
-    keys: set[str] = field(factory=set)
+    urls: list[str] = field(factory=list)
+    keys: int = 0
 
-    def clean(self, value: Any, path: str, depth: int) -> Any:
-        """Copy ``value`` without keys holding forbidden characters, noting what it saw."""
-        if isinstance(value, Mapping):
-            if depth:
-                self.nested.append(path)
-            cleaned: JSONObject = {}
+    def visit(self, value: object, path: str) -> None:
+        """Note forbidden keys, nested values and long URLs at every depth under ``path``."""
+        if isinstance(value, dict):
+            self.keys += len(value)
             for key, inner in value.items():
-                name = f"{path}.{key}" if path else str(key)
-                if not isinstance(key, str) or FORBIDDEN_IN_KEY.intersection(key):
-                    self.dropped.append(name)
+                if not isinstance(key, str) or _FORBIDDEN_KEY.search(key):
+                    self.dropped.append(f"{path}.{key}")
                     continue
-                self.keys.add(name)
-                cleaned[key] = self.clean(inner, name, depth + 1)
-            return cleaned
-        if isinstance(value, list):
-            self.nested.append(path)
-            return [self.clean(inner, f"{path}[]", depth + 1) for inner in value]
-        return value
+                if isinstance(inner, str):
+                    if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                        self.urls.append(f"{path}.{key}")
+                elif isinstance(inner, dict | list):
+                    self.nested.append(f"{path}.{key}")
+                    self.visit(inner, f"{path}.{key}")
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                if isinstance(inner, str):
+                    if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                        self.urls.append(f"{path}[{index}]")
+                elif isinstance(inner, dict | list):
+                    self.visit(inner, f"{path}[{index}]")
 
 
-def _long_urls(value: Any, path: str, found: list[str]) -> None:
-    if isinstance(value, str):
-        if len(value) > MAX_SHORTENED_URL and value.startswith(("http://", "https://")):
-            found.append(path)
-    elif isinstance(value, Mapping):
+_URL_SCHEMES = ("http://", "https://")
+
+
+def _without_forbidden_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _without_forbidden_keys(inner)
+            for key, inner in value.items()
+            if isinstance(key, str) and not _FORBIDDEN_KEY.search(key)
+        }
+    if isinstance(value, list):
+        return [_without_forbidden_keys(inner) for inner in value]
+    return value
+
+
+def _distinct_keys(value: Any, path: str, seen: set[str]) -> None:
+    """Key paths as journeys see them: the items of a list share their keys."""
+    if isinstance(value, dict):
         for key, inner in value.items():
-            _long_urls(inner, f"{path}.{key}", found)
+            seen.add(f"{path}.{key}")
+            _distinct_keys(inner, f"{path}.{key}", seen)
     elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            _long_urls(inner, f"{path}[{index}]", found)
+        for inner in value:
+            _distinct_keys(inner, f"{path}[]", seen)
 
 
 def _shown(paths: list[str], limit: int = 5) -> str:
@@ -85,45 +105,46 @@ def custom_event(
     if body.properties is None:
         return body
     scan = _Scan()
-    cleaned = scan.clean(body.properties, "", 0)
-    dropped, nested, keys = scan.dropped, scan.nested, scan.keys
-    if dropped:
+    scan.visit(body.properties, "properties")
+    properties = body.properties
+    if scan.dropped:
         message = (
-            f"properties key(s) {_shown(dropped)} contain a character Attentive forbids "
-            '(" { } [ ] \\ |)'
+            f"key(s) {_shown(scan.dropped)} contain a character Attentive forbids in property "
+            'keys (" { } [ ] \\ |)'
         )
         if ctx.config.strict_property_keys:
             return Rejected("invalid_property_key", message)
         warnings.append(TransformWarning("property_key_dropped", message + "; left out"))
-    if len(keys) > MAX_EVENT_KEYS:
-        warnings.append(
-            TransformWarning(
-                "too_many_keys",
-                f"properties have {len(keys)} distinct keys; Attentive saves them all but only "
-                f"{MAX_EVENT_KEYS} are usable in journeys and macros",
+        properties = _without_forbidden_keys(properties)
+    if scan.keys > MAX_EVENT_KEYS:
+        seen: set[str] = set()
+        _distinct_keys(properties, "properties", seen)
+        if len(seen) > MAX_EVENT_KEYS:
+            warnings.append(
+                TransformWarning(
+                    "too_many_keys",
+                    f"properties have {len(seen)} distinct keys; Attentive saves them all but "
+                    f"only {MAX_EVENT_KEYS} are usable in journeys and macros",
+                )
             )
-        )
-    urls: list[str] = []
-    _long_urls(cleaned, "properties", urls)
-    if urls:
+    if scan.urls:
         warnings.append(
             TransformWarning(
                 "long_url",
-                f"{_shown(urls)}: URLs longer than {MAX_SHORTENED_URL} characters are sent as "
-                "they are, without Attentive's link shortening",
+                f"{_shown(scan.urls)}: URLs longer than {MAX_SHORTENED_URL} characters are sent "
+                "as they are, without Attentive's link shortening",
             )
         )
-    if nested:
+    if scan.nested:
         warnings.append(
             TransformWarning(
                 "nested_value",
-                f"properties.{_shown(nested)}: lists and nested objects render in email only, "
-                "not in SMS",
+                f"{_shown(scan.nested)}: lists and nested objects render in email only, not in SMS",
             )
         )
-    if not dropped:
+    if properties is body.properties:
         return body
-    return attrs.evolve(body, properties=cleaned or None)
+    return attrs.evolve(body, properties=properties or None)
 
 
 def _limited(value: str | None, field: str, warnings: list[TransformWarning]) -> str | None:

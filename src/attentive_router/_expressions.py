@@ -32,8 +32,8 @@ MAX_ATTRIBUTE_NAME = 200
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``, e.g. ``2026-01-08T13:52:50.212Z``."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 def parse_timestamp(value: Any) -> datetime | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.fns import identity
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from attentive_router import _models
@@ -35,6 +36,11 @@ def camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+_AS_IS = frozenset(
+    {JSONObject, JSONObject | None, str | None, int | None, int | float, int | float | None}
+)
+
+
 def _structure_number(value: object, _type: object) -> int | float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
@@ -44,7 +50,9 @@ def _structure_number(value: object, _type: object) -> int | float:
 
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(unstruct_collection_overrides={tuple: list})
-    converter.register_unstructure_hook_func(lambda t: t == JSONObject, lambda value: value)
+    # JSON-ready values (and optional ones) unstructure as themselves; cattrs inlines the
+    # identity hook, so generated functions read the attribute without a call per field.
+    converter.register_unstructure_hook_func(lambda t: t in _AS_IS, identity)
     converter.register_structure_hook_func(lambda t: t == JSONObject, lambda value, _t: value)
     converter.register_structure_hook_func(lambda t: t == int | float, _structure_number)
     # Leaves first: a class's generated function binds the hooks of its fields when it is made.

@@ -66,7 +66,7 @@ def _select(
 
 
 def _dedupe(warnings: list[TransformWarning]) -> tuple[TransformWarning, ...]:
-    return tuple(dict.fromkeys(warnings))
+    return tuple(dict.fromkeys(warnings)) if len(warnings) > 1 else tuple(warnings)
 
 
 def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) -> Outcome:
@@ -80,7 +80,7 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     Returns:
         ``Mapped`` with the Attentive requests and warnings, ``Skipped`` or ``Rejected``.
     """
-    if not isinstance(event, Mapping):
+    if not isinstance(event, dict | Mapping):  # dict first: parsed JSON, and a fast check
         return Rejected("not_an_object", f"an event must be a JSON object, not {json_type(event)}")
     call = event.get("type")
     if is_blank(call):
@@ -107,7 +107,7 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     requests: list[Request] = []
     for mapping in selected:
         built = mapping.transform(src, ctx, warnings)
-        if isinstance(built, Rejected | Skipped):
+        if isinstance(built, (Rejected, Skipped)):
             return built
         body = _constraints.check(built, ctx, warnings)
         if isinstance(body, Rejected):
