@@ -140,9 +140,9 @@ def _item(
         )
         return None
     raw_currency = product.get("currency")
-    if raw_currency is None or raw_currency == "":
+    if is_blank(raw_currency):
         raw_currency = order_currency
-    if raw_currency is None or raw_currency == "":
+    if is_blank(raw_currency):
         code = "USD"
     else:
         code = raw_currency.strip().upper() if isinstance(raw_currency, str) else ""
