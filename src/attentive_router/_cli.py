@@ -20,6 +20,7 @@ from attentive_router._config import Config, Context
 from attentive_router._expressions import parse_timestamp
 from attentive_router._input import read_events
 from attentive_router._json import to_record
+from attentive_router._models import JSONObject
 from attentive_router._router import route
 from attentive_router._summary import Progress, Tally
 
@@ -146,24 +147,40 @@ def transform(
     show = args.progress == "always" or (args.progress == "auto" and stderr.isatty())
     progress = Progress(stderr, "transform", show)
     tally = Tally()
-    write = stdout.write
+
+    def emit(record: JSONObject) -> None:
+        try:
+            stdout.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        except OSError as error:
+            raise _OutputError(error.errno, error.strerror) from error
+
     try:
         for done, item in enumerate(read_events(source), 1):
             if item.error is not None:
-                record = {
-                    "messageId": None,
-                    "outcome": "rejected",
-                    "reason": "invalid_json",
-                    "message": item.error,
-                    "line": item.line,
-                }
                 tally.add_rejected("invalid_json")
+                emit(
+                    {
+                        "messageId": None,
+                        "outcome": "rejected",
+                        "reason": "invalid_json",
+                        "message": item.error,
+                        "line": item.line,
+                    }
+                )
             else:
                 outcome = route(item.event, ctx)
-                record = to_record(outcome, item.event)
                 tally.add(outcome)
-            write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                emit(to_record(outcome, item.event))
             progress.update(done, size, source.tell() if size else None)
+        try:
+            stdout.flush()
+        except OSError as error:
+            raise _OutputError(error.errno, error.strerror) from error
+    except _OutputError as error:
+        progress.close()
+        _silence(stdout)
+        print(f"{PROG}: cannot write the output: {error.strerror or error}", file=stderr)
+        return 2
     except OSError as error:
         progress.close()
         print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
@@ -171,11 +188,24 @@ def transform(
     finally:
         if source is not stdin:
             source.close()
-    stdout.flush()
     progress.close()
     if args.summary:
         print(tally.render(), file=stderr)
     return 0
+
+
+class _OutputError(OSError):
+    """Writing the output failed (as opposed to reading the input)."""
+
+
+def _silence(stdout: IO[bytes]) -> None:
+    """Point the broken output at /dev/null so the exit-time flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,13 +68,13 @@ def read_events(stream: IO[bytes]) -> Iterator[Item]:
         number += 1
     if not first:
         return
-    if first.lstrip().startswith(b"["):
-        yield from _whole(first + stream.read(), number)
-        return
     try:
         document = orjson.loads(first)
     except orjson.JSONDecodeError as error:
         rest = stream.read()
+        if first.lstrip().startswith(b"["):
+            yield from _whole(first + rest, number)
+            return
         try:
             whole = orjson.loads(first + rest)
         except orjson.JSONDecodeError:
