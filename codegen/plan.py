@@ -95,6 +95,27 @@ def variable(output_key: str) -> str:
     return f"{name}_" if name in _RESERVED else name
 
 
+class Names:
+    """Unique local variable names for one generated function, stable in the order asked."""
+
+    def __init__(self) -> None:
+        """Start with no names taken."""
+        self._by_key: dict[str, str] = {}
+        self._taken: set[str] = set()
+
+    def __call__(self, key: str) -> str:
+        """The variable of ``key`` (an output key, or a helper's own key)."""
+        if key not in self._by_key:
+            base = candidate = variable(key)
+            suffix = 2
+            while candidate in self._taken:
+                candidate = f"{base}_{suffix}"
+                suffix += 1
+            self._taken.add(candidate)
+            self._by_key[key] = candidate
+        return self._by_key[key]
+
+
 def python_input(source: str) -> str:
     """Python source that reads an input path from ``src``."""
     if "." in source:
@@ -125,6 +146,8 @@ class Part:
     class_name: str | None
     fields: tuple[tuple[str, str], ...]
     """(attribute name for a class, JSON key for a plain object; variable)."""
+    scratch: str
+    """Variable a plain object is filled in before it becomes ``var``."""
 
 
 @frozen
@@ -257,6 +280,7 @@ def _plan_mapping(
         )
         return None
     steps: list[Step] = []
+    names = Names()
     keys = {rule.output_key for rule in rules}
     for rule in rules:
         if any(rule.output_key.startswith(f"{other}.") for other in keys):
@@ -276,7 +300,7 @@ def _plan_mapping(
         steps.append(
             Step(
                 rule=rule,
-                var=variable(rule.output_key),
+                var=names(rule.output_key),
                 call=f"{module}.{rule.function}({args})",
                 stops=signature.may_stop,
                 required_check=rule.required == "required" and signature.may_be_none,
@@ -289,7 +313,7 @@ def _plan_mapping(
         for depth in range(len(parts)):
             parent = ".".join(parts[:depth])
             child = ".".join(parts[: depth + 1])
-            children.setdefault(parent, {})[parts[depth]] = variable(child)
+            children.setdefault(parent, {})[parts[depth]] = names(child)
     made: list[Part] = []
     for prefix in sorted((key for key in children if key), key=lambda key: (-key.count("."), key)):
         nodes = schema.walk(event.body, prefix)
@@ -310,7 +334,7 @@ def _plan_mapping(
                 problems.append(
                     f"{event.where}: model {title} has no attribute(s) {', '.join(unknown)}"
                 )
-        made.append(Part(variable(prefix), prefix, title, fields))
+        made.append(Part(names(prefix), prefix, title, fields, names(f"{prefix} fields")))
     body = schema.resolve(schema.defs[event.body])
     top = children.get("", {})
     missing = [key for key in body.get("required", ()) if key not in top]
