@@ -34,6 +34,21 @@ MAX_IDENTITY_FIELD = 100
 _FORBIDDEN_KEY = re.compile(r'["{}\[\]\\|]')
 
 
+_CLEAN_KEYS: set[str] = set()
+"""Property keys already found free of forbidden characters (bounded by ``_MAX_CLEAN_KEYS``)."""
+_MAX_CLEAN_KEYS = 4096
+
+
+def _forbidden(key: object) -> bool:
+    if key in _CLEAN_KEYS:
+        return False
+    if not isinstance(key, str) or _FORBIDDEN_KEY.search(key):
+        return True
+    if len(_CLEAN_KEYS) < _MAX_CLEAN_KEYS:
+        _CLEAN_KEYS.add(key)
+    return False
+
+
 @define
 class _Scan:
     """One pass over custom event properties: what Attentive's rules have to say about them."""
@@ -48,7 +63,7 @@ class _Scan:
         if isinstance(value, dict):
             self.keys += len(value)
             for key, inner in value.items():
-                if not isinstance(key, str) or _FORBIDDEN_KEY.search(key):
+                if _forbidden(key):
                     self.dropped.append(f"{path}.{key}")
                     continue
                 if isinstance(inner, str):

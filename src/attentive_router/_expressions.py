@@ -8,8 +8,10 @@ that every function a row names exists here with this signature.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from attentive_router._config import Context
@@ -28,6 +30,15 @@ FUTURE_TOLERANCE = timedelta(days=1)
 """How far past the receipt time an event's timestamp may lie before it is refused."""
 
 MAX_ATTRIBUTE_NAME = 200
+
+
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+"""A timestamp already in the output form (what analytics.js and most libraries send)."""
+
+
+@lru_cache(maxsize=8)
+def _receipt_time(received_at: datetime) -> str:
+    return format_timestamp(received_at)
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -80,8 +91,10 @@ def occurred_at(
             if ctx.config.stale_events == "skip":
                 return Skipped("stale_event", message)
             warnings.append(TransformWarning("stale_event", message))
+        if isinstance(raw, str) and _CANONICAL.fullmatch(raw):
+            return raw
         return format_timestamp(moment)
-    return format_timestamp(ctx.received_at)
+    return _receipt_time(ctx.received_at)
 
 
 def custom_identifiers(

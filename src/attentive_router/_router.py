@@ -80,7 +80,7 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     Returns:
         ``Mapped`` with the Attentive requests and warnings, ``Skipped`` or ``Rejected``.
     """
-    if not isinstance(event, dict | Mapping):  # dict first: parsed JSON, and a fast check
+    if type(event) is not dict and not isinstance(event, Mapping):
         return Rejected("not_an_object", f"an event must be a JSON object, not {json_type(event)}")
     call = event.get("type")
     if is_blank(call):

@@ -55,7 +55,7 @@ def _object_at(holder: Mapping[str, Any], key: str, path: str) -> Mapping[str, A
     value = holder.get(key)
     if value is None:
         return _EMPTY
-    if isinstance(value, dict | Mapping):  # dict first: parsed JSON, and a fast check
+    if type(value) is dict or isinstance(value, Mapping):
         return value
     return Rejected("invalid_field", f"{path} must be a JSON object, not {json_type(value)}")
 
@@ -74,7 +74,9 @@ def read_source(event: Mapping[str, Any]) -> Source | Rejected:
     properties = _object_at(event, "properties", "properties")
     if isinstance(properties, Rejected):
         return properties
-    if context_traits:
+    if context_traits and not traits:
+        traits = context_traits
+    elif context_traits:
         merged = dict(context_traits)
         for key, value in traits.items():
             if not is_blank(value) or key not in merged:
