@@ -16,6 +16,7 @@ import attrs
 from attrs import define, field
 
 from attentive_router._config import Context
+from attentive_router._expressions import MAX_DEPTH
 from attentive_router._models import (
     Body,
     CustomAttributesRequest,
@@ -54,45 +55,56 @@ class _Scan:
     """One pass over custom event properties: what Attentive's rules have to say about them."""
 
     dropped: list[str] = field(factory=list)
+    too_deep: list[str] = field(factory=list)
     nested: list[str] = field(factory=list)
     urls: list[str] = field(factory=list)
     keys: int = 0
 
-    def visit(self, value: object, path: str) -> None:
-        """Note forbidden keys, nested values and long URLs at every depth under ``path``."""
+    def visit(self, value: object, path: str, depth: int = 1) -> None:
+        """Note forbidden keys, nesting and long URLs at every depth under ``path``."""
         if isinstance(value, dict):
             self.keys += len(value)
             for key, inner in value.items():
                 if _forbidden(key):
                     self.dropped.append(f"{path}.{key}")
-                    continue
-                if isinstance(inner, str):
+                elif isinstance(inner, str):
                     if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
                         self.urls.append(f"{path}.{key}")
                 elif isinstance(inner, dict | list):
                     self.nested.append(f"{path}.{key}")
-                    self.visit(inner, f"{path}.{key}")
+                    self._inner(inner, f"{path}.{key}", depth)
         elif isinstance(value, list):
             for index, inner in enumerate(value):
                 if isinstance(inner, str):
                     if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
                         self.urls.append(f"{path}[{index}]")
                 elif isinstance(inner, dict | list):
-                    self.visit(inner, f"{path}[{index}]")
+                    self._inner(inner, f"{path}[{index}]", depth)
+
+    def _inner(self, value: dict[str, Any] | list[Any], path: str, depth: int) -> None:
+        if depth >= MAX_DEPTH:
+            self.too_deep.append(path)
+        else:
+            self.visit(value, path, depth + 1)
 
 
 _URL_SCHEMES = ("http://", "https://")
 
 
-def _without_forbidden_keys(value: Any) -> Any:
+def _kept(value: Any, depth: int = 1) -> Any:
+    """A copy without forbidden keys and without containers nested past ``MAX_DEPTH``."""
     if isinstance(value, dict):
         return {
-            key: _without_forbidden_keys(inner)
+            key: _kept(inner, depth + 1)
             for key, inner in value.items()
-            if isinstance(key, str) and not _FORBIDDEN_KEY.search(key)
+            if not _forbidden(key) and not (depth >= MAX_DEPTH and isinstance(inner, dict | list))
         }
     if isinstance(value, list):
-        return [_without_forbidden_keys(inner) for inner in value]
+        return [
+            _kept(inner, depth + 1)
+            for inner in value
+            if not (depth >= MAX_DEPTH and isinstance(inner, dict | list))
+        ]
     return value
 
 
@@ -130,7 +142,15 @@ def custom_event(
         if ctx.config.strict_property_keys:
             return Rejected("invalid_property_key", message)
         warnings.append(TransformWarning("property_key_dropped", message + "; left out"))
-        properties = _without_forbidden_keys(properties)
+    if scan.too_deep:
+        warnings.append(
+            TransformWarning(
+                "value_too_deep",
+                f"{_shown(scan.too_deep)} nest more than {MAX_DEPTH} levels deep; left out",
+            )
+        )
+    if scan.dropped or scan.too_deep:
+        properties = _kept(properties)
     if scan.keys > MAX_EVENT_KEYS:
         seen: set[str] = set()
         _distinct_keys(properties, "properties", seen)

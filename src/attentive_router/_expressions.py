@@ -17,7 +17,7 @@ from typing import Any
 from attentive_router._config import Context
 from attentive_router._models import CustomIdentifier, JSONObject, Price, Product
 from attentive_router._outcome import Rejected, Skipped, TransformWarning
-from attentive_router._source import Source, is_blank, json_type
+from attentive_router._source import Source, is_blank, json_type, shown
 from attentive_router._values import CURRENCY, as_number, text
 
 TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
@@ -68,25 +68,27 @@ def occurred_at(
             continue
         moment = parse_timestamp(raw)
         if moment is None:
-            return Rejected("invalid_timestamp", f"{name} {raw!r} is not an ISO 8601 timestamp")
+            return Rejected(
+                "invalid_timestamp", f"{name} {shown(raw)} is not an ISO 8601 timestamp"
+            )
         if moment < EARLIEST:
             return Rejected(
                 "invalid_timestamp",
-                f"{name} {raw!r} is before {EARLIEST.year}: a client clock error, "
+                f"{name} {shown(raw)} is before {EARLIEST.year}: a client clock error, "
                 "not an event time",
             )
         if moment > ctx.received_at + FUTURE_TOLERANCE:
             return Rejected(
                 "invalid_timestamp",
-                f"{name} {raw!r} is more than a day after the event was received "
+                f"{name} {shown(raw)} is more than a day after the event was received "
                 f"({format_timestamp(ctx.received_at)})",
             )
         age = ctx.received_at - moment
         if age > ctx.config.stale_after:
             hours = age.total_seconds() / 3600
             message = (
-                f"{name} {raw!r} is {hours:.1f} hours before receipt; Attentive accepts it but "
-                "will not trigger journeys from it"
+                f"{name} {shown(raw)} is {hours:.1f} hours before receipt; Attentive accepts it "
+                "but will not trigger journeys from it"
             )
             if ctx.config.stale_events == "skip":
                 return Skipped("stale_event", message)
@@ -111,7 +113,7 @@ def _label(product: Mapping[str, Any], where: str) -> str:
     for key in ("product_id", "sku", "name"):
         value = product.get(key)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-            return f"{where} ({key} {value!r})"
+            return f"{where} ({key} {shown(value)})"
     return where
 
 
@@ -148,7 +150,7 @@ def _item(
         warnings.append(
             TransformWarning(
                 "item_dropped",
-                f"{_label(product, where)}: price {raw_price!r} is not a number; left out",
+                f"{_label(product, where)}: price {shown(raw_price)} is not a number; left out",
             )
         )
         return None
@@ -163,7 +165,7 @@ def _item(
             warnings.append(
                 TransformWarning(
                     "item_dropped",
-                    f"{_label(product, where)}: currency {raw_currency!r} is not an ISO 4217 "
+                    f"{_label(product, where)}: currency {shown(raw_currency)} is not an ISO 4217 "
                     "code; left out",
                 )
             )
@@ -195,7 +197,7 @@ def _quantity(value: Any, where: str, warnings: list[TransformWarning]) -> int |
         return number
     warnings.append(
         TransformWarning(
-            "invalid_quantity", f"{where}.quantity {value!r} is not a whole number; left out"
+            "invalid_quantity", f"{where}.quantity {shown(value)} is not a whole number; left out"
         )
     )
     return None
@@ -236,12 +238,26 @@ def line_items(
     return kept or _no_items("properties.products")
 
 
-def _flatten(prefix: str, value: Any, out: JSONObject, warnings: list[TransformWarning]) -> None:
+MAX_DEPTH = 32
+"""Deepest nesting of objects and lists passed on; deeper values are left out with a warning."""
+
+
+def _flatten(
+    prefix: str, value: Any, out: JSONObject, warnings: list[TransformWarning], depth: int = 1
+) -> None:
     if value is None:
         return
     if isinstance(value, Mapping):
+        if depth >= MAX_DEPTH:
+            warnings.append(
+                TransformWarning(
+                    "attribute_dropped",
+                    f"traits.{prefix[:40]} nests more than {MAX_DEPTH} levels deep; left out",
+                )
+            )
+            return
         for key, inner in value.items():
-            _flatten(f"{prefix}.{key}", inner, out, warnings)
+            _flatten(f"{prefix}.{key}", inner, out, warnings, depth + 1)
         return
     if isinstance(value, list | tuple):
         warnings.append(

@@ -17,7 +17,7 @@ from attentive_router._generated.transforms import MAPPINGS
 from attentive_router._mapping import ANY_EVENT
 from attentive_router._mapping import Mapping as EventMapping
 from attentive_router._outcome import Mapped, Outcome, Rejected, Request, Skipped, TransformWarning
-from attentive_router._source import is_blank, json_type, read_source
+from attentive_router._source import is_blank, json_type, read_source, shown
 
 MAPPED_CALLS = frozenset({"identify", "track", "page"})
 UNSUPPORTED_CALLS = frozenset({"screen", "group", "alias"})
@@ -60,7 +60,7 @@ def _select(
     if ctx.config.unnamed_track == "skip":
         return Skipped(
             "unmapped_event",
-            f"track event {name!r} is not in the mapping tables and unnamed_track is 'skip'",
+            f"track event {shown(name)} is not in the mapping tables and unnamed_track is 'skip'",
         )
     return dispatch.get(("track", ANY_EVENT), ())
 
@@ -90,7 +90,7 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     if call in UNSUPPORTED_CALLS:
         return Skipped("unsupported_call_type", f"{call} calls have no Attentive counterpart")
     if call not in MAPPED_CALLS:
-        return Rejected("invalid_type", f"type {call!r} is not a Segment call type")
+        return Rejected("invalid_type", f"type {shown(call)} is not a Segment call type")
     src = read_source(event)
     if isinstance(src, Rejected):
         return src

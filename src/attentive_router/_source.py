@@ -32,6 +32,22 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
+_SHOWN = 60
+_LARGE = 10**30
+
+
+def shown(value: object) -> str:
+    """A short rendering of an input value for messages (containers by type, long text cut)."""
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 4]}...{text[0]}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _LARGE:
+        return "a very large integer"
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return f"a JSON {json_type(value)}"
+
+
 def is_blank(value: object) -> bool:
     """True for ``None`` and for strings that are empty or whitespace only."""
     return value is None or (isinstance(value, str) and not value.strip())

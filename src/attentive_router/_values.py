@@ -18,7 +18,7 @@ import phonenumbers
 from attentive_router._config import Context
 from attentive_router._models import JSONObject
 from attentive_router._outcome import Rejected, TransformWarning
-from attentive_router._source import is_blank, json_type
+from attentive_router._source import is_blank, json_type, shown
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -72,7 +72,11 @@ def email(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
         trimmed = value.strip()
         if EMAIL.fullmatch(trimmed):
             return trimmed
-        _warn(warnings, "invalid_email", f"{field}: {trimmed!r} is not an email address; left out")
+        _warn(
+            warnings,
+            "invalid_email",
+            f"{field}: {shown(trimmed)} is not an email address; left out",
+        )
         return None
     _warn(
         warnings, "invalid_email", f"{field}: expected a string, got {json_type(value)}; left out"
@@ -113,7 +117,7 @@ def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
         _warn(
             warnings,
             "invalid_phone",
-            f"{field}: {raw!r} cannot be read as a phone number "
+            f"{field}: {shown(raw)} cannot be read as a phone number "
             f"(default region {ctx.config.default_region}); left out",
         )
     return normalised
@@ -131,7 +135,7 @@ def event_type(
     if bad:
         return Rejected(
             "invalid_event_type",
-            f"{field} {value!r} contains {' '.join(bad)}, which Attentive forbids in a custom "
+            f"{field} {shown(value)} contains {' '.join(bad)}, which Attentive forbids in a custom "
             "event type; renaming it would split the journey trigger, so the event is not sent",
         )
     return value
@@ -148,7 +152,7 @@ def currency(value: Any, field: str, ctx: Context, warnings: list[TransformWarni
     _warn(
         warnings,
         "invalid_currency",
-        f"{field}: {value!r} is not an ISO 4217 currency code; left out",
+        f"{field}: {shown(value)} is not an ISO 4217 currency code; left out",
     )
     return None
 
@@ -179,7 +183,7 @@ def number(
         return None
     result = as_number(value)
     if result is None:
-        _warn(warnings, "invalid_number", f"{field}: {value!r} is not a number; left out")
+        _warn(warnings, "invalid_number", f"{field}: {shown(value)} is not a number; left out")
     return result
 
 
