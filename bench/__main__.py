@@ -34,8 +34,10 @@ from typing import Any
 
 import orjson
 
-from attentive_router import Context, route, to_record
-from attentive_router._router import Dispatch
+from attentive_router import Context, Rejected, TransformWarning, route, to_record
+from attentive_router._mapping import Transform
+from attentive_router._router import DEFAULT_DISPATCH, MAPPED_CALLS, Dispatch, _select
+from attentive_router._source import Source, read_source
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 from bench.profiling import profile
 
@@ -127,6 +129,36 @@ def transform_only(lines: Sequence[bytes], ctx: Context) -> Measurement:
         before = written
     parts = {"loads": parsing, "route": routing, "to_record": recording, "dumps": writing}
     return Measurement(routing + recording, parts)
+
+
+Calls = list[tuple[Source, tuple[Transform, ...]]]
+
+
+def mapping_calls(lines: Sequence[bytes], ctx: Context, dispatch: Dispatch) -> Calls:
+    """Each routable event resolved once, with the mapping functions the router would call."""
+    calls: Calls = []
+    for line in lines:
+        event = orjson.loads(line)
+        call = event.get("type") if isinstance(event, dict) else None
+        if call not in MAPPED_CALLS:
+            continue
+        src = read_source(event)
+        if isinstance(src, Rejected):
+            continue
+        selected = _select(call, event, ctx, dispatch)
+        if isinstance(selected, tuple):
+            calls.append((src, tuple(mapping.transform for mapping in selected)))
+    return calls
+
+
+def mappings_only(calls: Calls, ctx: Context) -> Measurement:
+    """The mapping functions alone (generated or interpreted) on pre-resolved events."""
+    start = time.perf_counter()
+    for src, transforms in calls:
+        warnings: list[TransformWarning] = []
+        for transform in transforms:
+            transform(src, ctx, warnings)
+    return Measurement(time.perf_counter() - start)
 
 
 # -- the interpreter ----------------------------------------------------------------------------
@@ -280,6 +312,14 @@ def report(
                 at_most=False,
             )
         )
+        print(
+            _ratio_line(
+                "interpreted / generated mappings",
+                (results["interpreted_mappings"], results["generated_mappings"]),
+                INTERPRETER_TO_PIPELINE_TARGET,
+                at_most=False,
+            )
+        )
     else:
         print(
             f"  {'interpreter / pipeline time':<32} {'n/a':>7}   "
@@ -369,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "floor": "(b) floor: orjson loads + dumps only",
         "interpreter": "(c) interpreter pipeline (rules_interpreter)",
         "transform": "    transform only: route + to_record",
+        "generated_mappings": "(d) generated mapping functions only",
+        "interpreted_mappings": "(e) interpreted mapping functions only",
     }
     checked = 0
     differing = 0
@@ -377,6 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         contenders["interpreter"] = lambda corpus: interpreter(corpus, ctx, interpreted)
         sample = lines[: min(len(lines), 5_000)]
         checked, differing = len(sample), disagreements(sample, ctx, interpreted)
+        generated_calls = mapping_calls(lines, ctx, DEFAULT_DISPATCH)
+        interpreted_calls = mapping_calls(lines, ctx, interpreted)
+        contenders["generated_mappings"] = lambda _: mappings_only(generated_calls, ctx)
+        contenders["interpreted_mappings"] = lambda _: mappings_only(interpreted_calls, ctx)
     print(f"measuring {rounds} rounds...", file=sys.stderr, flush=True)
     results = measure(contenders, lines, rounds)
 
