@@ -12,7 +12,7 @@ import ast
 import builtins
 import keyword
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,30 @@ def read_functions(path: Path) -> dict[str, Signature]:
             returns = ast.unparse(node.returns) if node.returns is not None else ""
             found[node.name] = Signature(node.name, params, returns)
     return found
+
+
+def read_markers(path: Path) -> dict[str, frozenset[str]]:
+    """Module-level ``NAME = frozenset({...})`` constants of function names (read with ``ast``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = {}
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id == "frozenset"
+            and len(node.value.args) == 1
+            and isinstance(node.value.args[0], ast.Set)
+        ):
+            names = [elt.value for elt in node.value.args[0].elts if isinstance(elt, ast.Constant)]
+            found[node.targets[0].id] = frozenset(str(name) for name in names)
+    return found
+
+
+SHORTCUTS = {"KEEPS_NONBLANK_STRINGS": "nonblank_str", "PASSES_THROUGH": "identity"}
+"""Marker constants of ``_values.py`` and the shortcut the template takes for their functions."""
 
 
 def read_classes(path: Path) -> dict[str, tuple[str, ...]]:
@@ -135,6 +159,12 @@ class Step:
     call: str
     stops: bool
     required_check: bool
+    shortcut: str = ""
+    """``nonblank_str`` or ``identity`` when the value need not go through the function."""
+    read: str = ""
+    """Python source reading the input (for value rows)."""
+    raw: str = ""
+    """Variable holding the input before a ``nonblank_str`` shortcut decides."""
 
 
 @frozen
@@ -271,6 +301,7 @@ def _plan_mapping(
     classes: dict[str, tuple[str, ...]],
     values: dict[str, Signature],
     expressions: dict[str, Signature],
+    shortcuts: dict[str, str],
     problems: list[str],
 ) -> MappingPlan | None:
     if event.body not in schema.defs or event.body not in classes:
@@ -291,19 +322,24 @@ def _plan_mapping(
         signature = _check_rule(rule, event, schema, values, expressions, problems)
         if signature is None:
             continue
-        module = "_x" if rule.is_expression else "_v"
-        args = (
-            "src, ctx, warnings"
-            if rule.is_expression
-            else f"{python_input(rule.input)}, {rule.input!r}, ctx, warnings"
-        )
+        var = names(rule.output_key)
+        if rule.is_expression:
+            call, shortcut, read, raw = f"_x.{rule.function}(src, ctx, warnings)", "", "", ""
+        else:
+            shortcut = shortcuts.get(rule.function, "")
+            read = python_input(rule.input)
+            raw = names(f"{rule.output_key} raw") if shortcut == "nonblank_str" else ""
+            call = f"_v.{rule.function}({raw or read}, {rule.input!r}, ctx, warnings)"
         steps.append(
             Step(
                 rule=rule,
-                var=names(rule.output_key),
-                call=f"{module}.{rule.function}({args})",
+                var=var,
+                call=call,
                 stops=signature.may_stop,
                 required_check=rule.required == "required" and signature.may_be_none,
+                shortcut=shortcut,
+                read=read,
+                raw=raw,
             )
         )
     # Assemble objects bottom-up: every proper prefix of an output key is an object.
@@ -343,14 +379,34 @@ def _plan_mapping(
             f"{event.where}: body {event.body} requires {', '.join(missing)} but no rule of "
             f"{event.mapping!r} produces it"
         )
+    checks = _required_checks(body.get("required", ()), top, made, steps, values, expressions)
+    return MappingPlan(
+        event=event,
+        steps=tuple(steps),
+        parts=tuple(made),
+        checks=checks,
+        body_class=event.body,
+        body_fields=tuple((snake(key), var) for key, var in top.items()),
+    )
+
+
+def _required_checks(
+    required: Iterable[str],
+    top: dict[str, str],
+    made: list[Part],
+    steps: list[Step],
+    values: dict[str, Signature],
+    expressions: dict[str, Signature],
+) -> tuple[Check, ...]:
+    """Checks for the body fields the schema requires that may still be empty at the end."""
     part_vars = {part.var for part in made}
     step_by_var = {step.var: step for step in steps}
     checks = []
-    for key in body.get("required", ()):
-        var = top.get(key)
-        producer = step_by_var.get(var or "")
-        if var is None or (
-            var not in part_vars
+    for key in required:
+        name = top.get(key)
+        producer = step_by_var.get(name or "")
+        if name is None or (
+            name not in part_vars
             and (
                 producer is None
                 or producer.required_check
@@ -363,15 +419,8 @@ def _plan_mapping(
             for s in steps
             if s.rule.output_key.split(".")[0] == key
         ]
-        checks.append(Check(var=var, output_key=key, inputs=", ".join(inputs)))
-    return MappingPlan(
-        event=event,
-        steps=tuple(steps),
-        parts=tuple(made),
-        checks=tuple(checks),
-        body_class=event.body,
-        body_fields=tuple((snake(key), var) for key, var in top.items()),
-    )
+        checks.append(Check(var=name, output_key=key, inputs=", ".join(inputs)))
+    return tuple(checks)
 
 
 def _can_be_none(
@@ -383,15 +432,32 @@ def _can_be_none(
 
 def make_plan(spec: Spec, schema_document: Mapping[str, Any], package: Path) -> Plan:
     """Resolve ``spec`` against the schema and the hand-written modules in ``package``."""
-    problems: list[str] = []
     schema = Schema(schema_document)
     classes = read_classes(package / "_models.py")
     values = read_functions(package / "_values.py")
     expressions = read_functions(package / "_expressions.py")
+    markers = read_markers(package / "_values.py")
+    shortcuts = {
+        function: shortcut
+        for marker, shortcut in SHORTCUTS.items()
+        for function in markers.get(marker, frozenset())
+    }
+    problems = [
+        f"{package / '_values.py'}: {function!r} is marked for a shortcut but is not a function"
+        for function in sorted(shortcuts)
+        if function not in values
+    ]
     plans = []
     for event in spec.events:
         plan = _plan_mapping(
-            event, spec.rules_of(event.mapping), schema, classes, values, expressions, problems
+            event,
+            spec.rules_of(event.mapping),
+            schema,
+            classes,
+            values,
+            expressions,
+            shortcuts,
+            problems,
         )
         if plan is not None:
             plans.append(plan)

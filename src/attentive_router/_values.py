@@ -27,6 +27,13 @@ _NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 FORBIDDEN_IN_TYPE = frozenset("\"'(){}[]\\|,")
 _INT64 = 2**63
 
+KEEPS_NONBLANK_STRINGS = frozenset({"identifier", "text"})
+"""Normalisers that return a non-blank string argument unchanged. Generated code reads such a
+value without calling them; the tests hold each of them to this promise."""
+
+PASSES_THROUGH = frozenset({"json_value"})
+"""Normalisers that return any argument unchanged; generated code reads the input directly."""
+
 
 def _warn(warnings: list[TransformWarning], code: str, message: str) -> None:
     warnings.append(TransformWarning(code, message))
