@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,18 @@ TOO_LONG_PHONE: dict[str, Any] = {
     "context": {"traits": {"phone": "+5981111111111111"}},
 }
 """Bug: 16 digits are sent as user.phone (phonenumbers calls the length possible for Uruguay)."""
+
+
+LONG_URL = "https://example.com/?" + "x" * 1024
+TWO_LONG_URLS: dict[str, Any] = {
+    "type": "track",
+    "event": "Order Cancelled",
+    "userId": "u1",
+    "properties": {"order_id": LONG_URL, "coupon": LONG_URL},
+}
+"""Bug: the generated code builds listed properties in alphabetical key order, not the rules
+table's row order (order_id, then coupon), so the long_url warning lists the paths in another
+order than the table-driven interpreter does."""
 
 
 def _deep_track(depth: int) -> dict[str, Any]:
@@ -426,6 +439,7 @@ def test_outcomes_do_not_depend_on_the_hash_seed() -> None:
 
 
 @given(event=st.one_of(valid_events(), hostile_events(), any_events()), ctx=contexts())
+@example(event=TWO_LONG_URLS, ctx=CTX)
 def test_generated_transforms_agree_with_the_rules_interpreter(event: Any, ctx: Context) -> None:
     """Routing with the generated transforms equals routing with the rules-table interpreter."""
     assert route(event, ctx) == route(event, ctx, dispatch=interpreted_dispatch())
@@ -507,6 +521,59 @@ def test_skipped_for_no_identifier_iff_no_email_phone_or_user_id(event: Any, ctx
     outcome = route(event, ctx)
     skipped = isinstance(outcome, Skipped) and outcome.reason == "no_identifier"
     assert skipped == (not identified), outcome
+
+
+TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+OUTPUT_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+
+
+def _expected_time(event: dict[str, Any], ctx: Context) -> datetime:
+    """The first present of timestamp, originalTimestamp, sentAt (else the receipt time)."""
+    for name in TIME_FIELDS:
+        raw = event.get(name)
+        if not is_blank(raw):
+            assert isinstance(raw, str), f"{name} {raw!r} should have been refused"
+            moment = datetime.fromisoformat(raw.strip())
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return ctx.received_at
+
+
+@given(event=events_checked, ctx=contexts())
+def test_occurred_at_is_the_first_present_time_in_utc_milliseconds(
+    event: Any, ctx: Context
+) -> None:
+    """occurredAt is the event's own time (else the receipt time), as UTC with milliseconds,
+    within 2000 and a day after receipt; events older than stale_after say so or are skipped.
+    """
+    outcome = route(event, ctx)
+    if isinstance(outcome, Skipped) and outcome.reason == "stale_event":
+        assert ctx.config.stale_events == "skip"
+        assert ctx.received_at - _expected_time(event, ctx) > ctx.config.stale_after
+    if not isinstance(outcome, Mapped):
+        return
+    stale = any(warning.code == "stale_event" for warning in outcome.warnings)
+    for body in _bodies(outcome):
+        occurred_at = getattr(body, "occurred_at", None)
+        if occurred_at is None:
+            continue
+        assert OUTPUT_TIME.fullmatch(occurred_at), occurred_at
+        expected = _expected_time(event, ctx).astimezone(UTC)
+        assert occurred_at == expected.isoformat(timespec="milliseconds")[:-6] + "Z"
+        assert datetime(2000, 1, 1, tzinfo=UTC) <= expected <= ctx.received_at + timedelta(days=1)
+        assert stale == (ctx.received_at - expected > ctx.config.stale_after)
+        assert not stale or ctx.config.stale_events == "send"
+
+
+@given(event=events_checked, ctx=contexts())
+def test_users_known_only_by_external_ids_carry_a_warning(event: Any, ctx: Context) -> None:
+    """A request whose user has neither phone nor email comes with client_user_id_only."""
+    outcome = route(event, ctx)
+    if not isinstance(outcome, Mapped):
+        return
+    users = [to_json(body).get("user") for body in _bodies(outcome)]
+    external_only = any(user and not {"phone", "email"} & set(user) for user in users)
+    warned = any(warning.code == "client_user_id_only" for warning in outcome.warnings)
+    assert warned == external_only
 
 
 @pytest.mark.parametrize("lists", [True, False])
