@@ -361,9 +361,7 @@ def _plan_mapping(
                 f"{event.where}: schema object {title!r} has no model class in _models.py"
             )
             continue
-        fields = tuple(
-            (snake(key) if title else key, var) for key, var in sorted(children[prefix].items())
-        )
+        fields = tuple((snake(key) if title else key, var) for key, var in children[prefix].items())
         if title is not None:
             unknown = [name for name, _ in fields if name not in classes[title]]
             if unknown:

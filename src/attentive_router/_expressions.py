@@ -18,7 +18,7 @@ from attentive_router._config import Context
 from attentive_router._models import CustomIdentifier, JSONObject, Price, Product
 from attentive_router._outcome import Rejected, Skipped, TransformWarning
 from attentive_router._source import Source, is_blank, json_type, shown
-from attentive_router._values import CURRENCY, as_number, text
+from attentive_router._values import as_number, currency_code, text
 
 TIMESTAMP_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
 """Where an event's time is read from, first present wins (the integration doc's order)."""
@@ -157,19 +157,16 @@ def _item(
     raw_currency = product.get("currency")
     if is_blank(raw_currency):
         raw_currency = order_currency
-    if is_blank(raw_currency):
-        code = "USD"
-    else:
-        code = raw_currency.strip().upper() if isinstance(raw_currency, str) else ""
-        if not CURRENCY.fullmatch(code):
-            warnings.append(
-                TransformWarning(
-                    "item_dropped",
-                    f"{_label(product, where)}: currency {shown(raw_currency)} is not an ISO 4217 "
-                    "code; left out",
-                )
+    code = "USD" if is_blank(raw_currency) else currency_code(raw_currency)
+    if code is None:
+        warnings.append(
+            TransformWarning(
+                "item_dropped",
+                f"{_label(product, where)}: currency {shown(raw_currency)} is not an ISO 4217 "
+                "code; left out",
             )
-            return None
+        )
+        return None
     quantity = _quantity(product.get("quantity"), where, warnings)
     warnings.extend(scratch)
     return Product(

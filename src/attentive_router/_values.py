@@ -100,7 +100,8 @@ def _to_e164(raw: str, region: str) -> str | None:
     if not phonenumbers.is_possible_number(number):
         return None
     formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return formatted
+    # Some plans allow numbers longer than E.164's 15 digits; Attentive cannot take those.
+    return formatted if E164.fullmatch(formatted) else None
 
 
 def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
@@ -148,14 +149,22 @@ def event_type(
     return value
 
 
+def currency_code(value: Any) -> str | None:
+    """Three ASCII letters, uppercased; ``None`` for anything else."""
+    if isinstance(value, str):
+        code = value.strip()
+        if code.isascii() and CURRENCY.fullmatch(code.upper()):
+            return code.upper()
+    return None
+
+
 def currency(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
     """An ISO 4217 currency code, uppercased; anything else is dropped with a warning."""
     if is_blank(value):
         return None
-    if isinstance(value, str):
-        code = value.strip().upper()
-        if CURRENCY.fullmatch(code):
-            return code
+    code = currency_code(value)
+    if code is not None:
+        return code
     _warn(
         warnings,
         "invalid_currency",

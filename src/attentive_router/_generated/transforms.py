@@ -86,11 +86,11 @@ def identify_attributes(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -140,10 +140,10 @@ def product_viewed(
     user = (
         EventUser(
             email=user_email,
-            external_identifiers=user_external_identifiers,
             phone=user_phone,
+            external_identifiers=user_external_identifiers,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_email is not None or user_phone is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -193,11 +193,11 @@ def product_added(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -256,11 +256,11 @@ def order_completed(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -379,11 +379,11 @@ def page(
     properties = properties_fields or None
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -500,12 +500,12 @@ def checkout_started(
         properties_fields["coupon"] = properties_coupon
     if properties_currency is not None:
         properties_fields["currency"] = properties_currency
+    if properties_products is not None:
+        properties_fields["products"] = properties_products
     if properties_discount is not None:
         properties_fields["discount"] = properties_discount
     if properties_order_id is not None:
         properties_fields["order_id"] = properties_order_id
-    if properties_products is not None:
-        properties_fields["products"] = properties_products
     if properties_revenue is not None:
         properties_fields["revenue"] = properties_revenue
     if properties_shipping is not None:
@@ -517,11 +517,11 @@ def checkout_started(
     properties = properties_fields or None
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -586,11 +586,11 @@ def product_list_viewed(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -676,11 +676,11 @@ def cart_viewed(
     properties = properties_fields or None
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -814,11 +814,11 @@ def order_updated(
     properties = properties_fields or None
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -963,11 +963,11 @@ def order_refunded(
     properties = properties_fields or None
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1032,11 +1032,11 @@ def products_searched(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1101,11 +1101,11 @@ def product_clicked(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1170,11 +1170,11 @@ def product_removed(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1239,11 +1239,11 @@ def payment_info_entered(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1308,11 +1308,11 @@ def promotion_clicked(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1377,11 +1377,11 @@ def promotion_viewed(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1446,11 +1446,11 @@ def coupon_entered(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1515,11 +1515,11 @@ def product_added_to_wishlist(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1632,32 +1632,32 @@ def order_cancelled(
     properties_fields: JSONObject = {}
     if properties_affiliation is not None:
         properties_fields["affiliation"] = properties_affiliation
-    if properties_coupon is not None:
-        properties_fields["coupon"] = properties_coupon
-    if properties_currency is not None:
-        properties_fields["currency"] = properties_currency
-    if properties_discount is not None:
-        properties_fields["discount"] = properties_discount
     if properties_order_id is not None:
         properties_fields["order_id"] = properties_order_id
-    if properties_products is not None:
-        properties_fields["products"] = properties_products
+    if properties_total is not None:
+        properties_fields["total"] = properties_total
     if properties_revenue is not None:
         properties_fields["revenue"] = properties_revenue
     if properties_shipping is not None:
         properties_fields["shipping"] = properties_shipping
     if properties_tax is not None:
         properties_fields["tax"] = properties_tax
-    if properties_total is not None:
-        properties_fields["total"] = properties_total
+    if properties_discount is not None:
+        properties_fields["discount"] = properties_discount
+    if properties_coupon is not None:
+        properties_fields["coupon"] = properties_coupon
+    if properties_currency is not None:
+        properties_fields["currency"] = properties_currency
+    if properties_products is not None:
+        properties_fields["products"] = properties_products
     properties = properties_fields or None
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
@@ -1722,11 +1722,11 @@ def track_other(
     )
     user = (
         EventUser(
+            phone=user_phone,
             email=user_email,
             external_identifiers=user_external_identifiers,
-            phone=user_phone,
         )
-        if user_email is not None or user_external_identifiers is not None or user_phone is not None
+        if user_phone is not None or user_email is not None or user_external_identifiers is not None
         else None
     )
     if user is None:
