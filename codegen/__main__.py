@@ -49,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         for relative in stale:
             print(f"{relative} is stale: run `make generate`", file=sys.stderr)
         return 1
-    verb = "would rewrite" if args.check else "wrote"
-    print(
-        f"{verb} {len(stale)} file(s); {len(outputs) - len(stale)} already current", file=sys.stderr
-    )
+    if args.check:
+        print(f"{len(outputs)} generated file(s) match spec/", file=sys.stderr)
+    else:
+        current = len(outputs) - len(stale)
+        print(f"wrote {len(stale)} file(s); {current} already current", file=sys.stderr)
     return 0
 
 
