@@ -32,6 +32,13 @@ def test_marked_normalisers_return_nonblank_strings_unchanged(text: str) -> None
         assert warnings == []
 
 
+def test_marked_normalisers_keep_none_absent_without_a_warning() -> None:
+    for name in sorted(values.KEEPS_NONBLANK_STRINGS):
+        warnings: list[TransformWarning] = []
+        assert getattr(values, name)(None, "field", CTX, warnings) is None
+        assert warnings == []
+
+
 @given(value=json_values)
 def test_pass_through_normalisers_return_their_argument(value: Any) -> None:
     for name in sorted(values.PASSES_THROUGH):

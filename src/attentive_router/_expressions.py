@@ -103,7 +103,10 @@ def custom_identifiers(
     src: Source, ctx: Context, warnings: list[TransformWarning]
 ) -> tuple[CustomIdentifier, ...] | None:
     """``traits.username`` as ``[{"name": "username", "value": ...}]``, when it is not blank."""
-    value = text(src.traits.get("username"), "traits.username", ctx, warnings)
+    raw = src.traits.get("username")
+    if raw is None:
+        return None
+    value = text(raw, "traits.username", ctx, warnings)
     if value is None:
         return None
     return (CustomIdentifier("username", value),)

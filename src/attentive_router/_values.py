@@ -28,8 +28,9 @@ FORBIDDEN_IN_TYPE = frozenset("\"'(){}[]\\|,")
 _INT64 = 2**63
 
 KEEPS_NONBLANK_STRINGS = frozenset({"identifier", "text"})
-"""Normalisers that return a non-blank string argument unchanged. Generated code reads such a
-value without calling them; the tests hold each of them to this promise."""
+"""Normalisers that return a non-blank string argument unchanged and ``None`` for ``None``, both
+without warnings. Generated code reads such values without calling them; the tests hold each of
+them to this promise."""
 
 PASSES_THROUGH = frozenset({"json_value"})
 """Normalisers that return any argument unchanged; generated code reads the input directly."""
@@ -71,19 +72,31 @@ def identifier(
     return None
 
 
+_EMAILS: dict[str, str] = {}
+"""Valid email addresses already trimmed, by their raw form (users send many events)."""
+_MAX_REMEMBERED = 65536
+
+
 def email(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
     """An email address, trimmed; one that is not ``local@domain`` is dropped with a warning."""
-    if is_blank(value):
-        return None
     if isinstance(value, str):
+        known = _EMAILS.get(value)
+        if known is not None:
+            return known
         trimmed = value.strip()
+        if not trimmed:
+            return None
         if EMAIL.fullmatch(trimmed):
+            if len(_EMAILS) < _MAX_REMEMBERED:
+                _EMAILS[value] = trimmed
             return trimmed
         _warn(
             warnings,
             "invalid_email",
             f"{field}: {shown(trimmed)} is not an email address; left out",
         )
+        return None
+    if is_blank(value):
         return None
     _warn(
         warnings, "invalid_email", f"{field}: expected a string, got {json_type(value)}; left out"
