@@ -144,14 +144,25 @@ def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
     return normalised
 
 
+_GOOD_TYPES: set[str] = set()
+"""Event types already found acceptable (names repeat across a stream of events)."""
+_FORBIDDEN_TYPE = re.compile(r"[\"'(){}\[\]\\|,]")
+
+
 def event_type(
     value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
 ) -> str | Rejected | None:
     """A custom event type: case-sensitive, kept as sent; forbidden characters reject the event."""
+    if isinstance(value, str) and value in _GOOD_TYPES:
+        return value
     if is_blank(value):
         return None
     if not isinstance(value, str):
         return Rejected("invalid_event_type", f"{field} must be a string, not {json_type(value)}")
+    if not _FORBIDDEN_TYPE.search(value):
+        if len(_GOOD_TYPES) < _MAX_REMEMBERED:
+            _GOOD_TYPES.add(value)
+        return value
     bad = sorted(FORBIDDEN_IN_TYPE.intersection(value))
     if bad:
         return Rejected(
