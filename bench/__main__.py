@@ -38,6 +38,7 @@ from attentive_router import Context, Rejected, TransformWarning, route, to_reco
 from attentive_router._mapping import Transform
 from attentive_router._router import DEFAULT_DISPATCH, MAPPED_CALLS, Dispatch, _select
 from attentive_router._source import Source, read_source
+from bench import instructions
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 from bench.profiling import profile
 
@@ -367,6 +368,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="corpus seed")
     parser.add_argument(
+        "--instructions",
+        type=int,
+        nargs="?",
+        const=2_000,
+        metavar="N",
+        help="instead of timing, count instructions per event under callgrind over N events "
+        "(default 2000): ratios that machine noise cannot move (needs valgrind)",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         nargs="?",
@@ -387,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m bench: --events and --rounds must be positive", file=sys.stderr)
         return 2
     ctx = Context(RECEIVED_AT)
+    if args.instructions is not None:
+        return instructions.report(args.instructions, args.seed)
     if args.profile is not None:
         lines = generate(args.profile, args.seed)
         outcome_counts(lines, ctx)  # warm the caches as the measured runs have them
