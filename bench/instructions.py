@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from attentive_router import Context
+from attentive_router._router import DEFAULT_DISPATCH
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 
 CONTENDERS = (
@@ -55,7 +56,7 @@ def _runner(contender: str, lines: Sequence[bytes], ctx: Context) -> Callable[[]
         raise SystemExit(why)
     if contender == "interpreter":
         return lambda: bench.interpreter(lines, ctx, dispatch)
-    chosen = bench.DEFAULT_DISPATCH if contender == "generated_mappings" else dispatch
+    chosen = DEFAULT_DISPATCH if contender == "generated_mappings" else dispatch
     calls = bench.mapping_calls(lines, ctx, chosen)
     return lambda: bench.mappings_only(calls, ctx)
 
