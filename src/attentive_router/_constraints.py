@@ -26,13 +26,13 @@ from attentive_router._models import (
 )
 from attentive_router._outcome import Rejected, TransformWarning
 
-FORBIDDEN_IN_KEY = frozenset('"{}[]\\|')
 MAX_EVENT_KEYS = 200
 MAX_SHORTENED_URL = 1024
 MAX_IDENTITY_FIELD = 100
 
 
 _FORBIDDEN_KEY = re.compile(r'["{}\[\]\\|]')
+"""Any character Attentive forbids in custom event property keys: " { } [ ] \\ |."""
 
 
 _CLEAN_KEYS: set[str] = set()

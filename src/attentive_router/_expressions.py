@@ -176,15 +176,11 @@ def _item(
         product_id=product_id,
         product_variant_id=variant,
         price=(Price(value, code),),
-        product_image=_url_text(product.get("image_url"), f"{where}.image_url", ctx, warnings),
-        product_url=_url_text(product.get("url"), f"{where}.url", ctx, warnings),
+        product_image=text(product.get("image_url"), f"{where}.image_url", ctx, warnings),
+        product_url=text(product.get("url"), f"{where}.url", ctx, warnings),
         name=text(product.get("name"), f"{where}.name", ctx, warnings),
         quantity=quantity,
     )
-
-
-def _url_text(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
-    return value if isinstance(value, str) and value.strip() else text(value, field, ctx, warnings)
 
 
 def _quantity(value: Any, where: str, warnings: list[TransformWarning]) -> int | None:

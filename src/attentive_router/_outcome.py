@@ -63,6 +63,3 @@ class Rejected:
 
 Outcome = Mapped | Skipped | Rejected
 """Exactly one of these per input event."""
-
-Stop = Rejected | Skipped
-"""The outcomes that end a transform early."""
