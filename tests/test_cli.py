@@ -442,7 +442,7 @@ def test_summary_counts_outcomes_and_reasons_on_stderr() -> None:
     assert summary.stdout == plain.stdout, "--summary must not change stdout"
     assert plain.stderr == b""
     stderr = summary.stderr.decode()
-    assert stderr.splitlines()[0] == "9 event(s)"
+    assert re.fullmatch(r"9 event\(s\) in [\d.,]+ s \([\d,]+ events/s\)", stderr.splitlines()[0])
     counts = summary_counts(stderr)
     assert counts["mapped"] == 5
     assert counts["skipped"] == 2
@@ -596,4 +596,5 @@ def test_bundled_sample_events() -> None:
     records = records_of(result)
     assert len(records) == len(lines)
     assert {record["outcome"] for record in records} == {"mapped", "skipped", "rejected"}
-    assert result.stderr.decode().splitlines()[0] == f"{len(lines)} event(s)"
+    first = result.stderr.decode().splitlines()[0]
+    assert re.fullmatch(rf"{len(lines)} event\(s\) in [\d.,]+ s \([\d,]+ events/s\)", first)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +148,7 @@ def transform(
     show = args.progress == "always" or (args.progress == "auto" and stderr.isatty())
     progress = Progress(stderr, "transform", show)
     tally = Tally()
+    started = time.monotonic()
 
     def emit(record: JSONObject) -> None:
         try:
@@ -190,7 +192,7 @@ def transform(
             source.close()
     progress.close()
     if args.summary:
-        print(tally.render(), file=stderr)
+        print(tally.render(time.monotonic() - started), file=stderr)
     return 0
 
 

@@ -41,9 +41,12 @@ class Tally:
         """Number of events counted."""
         return sum(self.outcomes.values())
 
-    def render(self) -> str:
-        """A plain-text summary table."""
-        lines = [f"{self.total:,} event(s)"]
+    def render(self, seconds: float | None = None) -> str:
+        """A plain-text summary table (with the rate, when the run's duration is given)."""
+        took = ""
+        if seconds is not None and seconds > 0:
+            took = f" in {seconds:,.1f} s ({self.total / seconds:,.0f} events/s)"
+        lines = [f"{self.total:,} event(s){took}"]
         for kind in ("mapped", "skipped", "rejected"):
             lines.append(f"  {kind:<10}{self.outcomes[kind]:>10,}")
             for (of, reason), count in sorted(self.reasons.items()):
