@@ -10,6 +10,7 @@ dropped), ``None`` when there is nothing worth sending, or a ``Rejected`` outcom
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -25,6 +26,8 @@ from attentive_router._models import (
     IdentifyRequest,
 )
 from attentive_router._outcome import Rejected, TransformWarning
+from attentive_router._source import shown
+from attentive_router._values import E164, EMAIL
 
 MAX_EVENT_KEYS = 200
 MAX_SHORTENED_URL = 1024
@@ -222,9 +225,33 @@ def custom_attributes(
     return body if body.properties else None
 
 
-def only_external_identifiers(user: EventUser) -> bool:
-    """True when Attentive can match the user only through a previously linked identifier."""
-    return user.phone is None and user.email is None
+def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> None:
+    """Warn once per event about how Attentive will (or will not) recognise the user."""
+    for body in bodies:
+        client_user_id = getattr(body, "client_user_id", None)
+        user = getattr(body, "user", None)
+        if isinstance(user, EventUser):
+            if user.external_identifiers is not None:
+                client_user_id = user.external_identifiers.client_user_id
+            if user.phone is None and user.email is None:
+                warnings.append(
+                    TransformWarning(
+                        "client_user_id_only",
+                        "the user is known only by userId/custom identifiers; Attentive matches "
+                        "it only if the Identity API linked them to a phone or email before",
+                    )
+                )
+        if client_user_id is not None and (
+            EMAIL.fullmatch(client_user_id) or E164.fullmatch(client_user_id)
+        ):
+            warnings.append(
+                TransformWarning(
+                    "contact_as_client_user_id",
+                    f"userId {shown(client_user_id)} looks like an email address or phone "
+                    "number; Attentive asks for a stable internal id in clientUserId, with email "
+                    "and phone in their own fields (it is sent as it is)",
+                )
+            )
 
 
 def check(body: Body, ctx: Context, warnings: list[TransformWarning]) -> Body | Rejected | None:

@@ -119,15 +119,5 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
             "nothing_to_send",
             "the identify call has no identifier to link and no other traits to store",
         )
-    for request in requests:
-        user = getattr(request.body, "user", None)
-        if user is not None and _constraints.only_external_identifiers(user):
-            warnings.append(
-                TransformWarning(
-                    "client_user_id_only",
-                    "the user is known only by userId/custom identifiers; Attentive matches it "
-                    "only if the Identity API linked them to a phone or email before",
-                )
-            )
-            break
+    _constraints.user_warnings((request.body for request in requests), warnings)
     return Mapped(tuple(requests), _dedupe(warnings))
