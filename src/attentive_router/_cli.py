@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     transform = commands.add_parser(
         "transform",
         help="map events to Attentive requests and print one outcome line per event",
-        description="Read Segment events (NDJSON, a JSON array, or Segment batch envelopes) and "
-        "print what each becomes: the Attentive requests, or why it is skipped or rejected. "
-        "Sends nothing.",
+        description="Read Segment events (NDJSON, a JSON array, or Segment batch envelopes)\n"
+        "and print what each becomes: the Attentive requests, or why it is skipped or\n"
+        "rejected. Sends nothing.",
         epilog=TRANSFORM_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
