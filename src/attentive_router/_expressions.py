@@ -199,8 +199,14 @@ def _quantity(value: Any, where: str, warnings: list[TransformWarning]) -> int |
     return None
 
 
-def _no_items(where: str) -> Rejected:
-    return Rejected("no_items", f"{where} holds no product Attentive can accept (see the warnings)")
+def _no_items(where: str, dropped: list[TransformWarning]) -> Rejected:
+    """The rejection when every product was left out; it names why (a rejection has no warnings)."""
+    reasons = [warning.message for warning in dropped if warning.code == "item_dropped"]
+    more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+    return Rejected(
+        "no_items",
+        f"{where} holds no product Attentive can accept: {'; '.join(reasons[:3])}{more}",
+    )
 
 
 def single_item(
@@ -226,12 +232,13 @@ def line_items(
         shown = "missing" if products is None else f"{json_type(products)}, not a list of products"
         return Rejected("no_items", f"properties.products is {shown}")
     order_currency = src.properties.get("currency")
+    before = len(warnings)
     items = [
         _item(product, order_currency, f"properties.products[{index}]", ctx, warnings)
         for index, product in enumerate(products)
     ]
     kept = tuple(item for item in items if item is not None)
-    return kept or _no_items("properties.products")
+    return kept or _no_items("properties.products", warnings[before:])
 
 
 MAX_DEPTH = 32
