@@ -241,8 +241,10 @@ def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> N
                         "it only if the Identity API linked them to a phone or email before",
                     )
                 )
-        if client_user_id is not None and (
-            EMAIL.fullmatch(client_user_id) or E164.fullmatch(client_user_id)
+        if (
+            client_user_id is not None
+            and ("@" in client_user_id or client_user_id.startswith("+"))
+            and (EMAIL.fullmatch(client_user_id) or E164.fullmatch(client_user_id))
         ):
             warnings.append(
                 TransformWarning(

@@ -4,19 +4,23 @@ Attribute names are the snake_case form of Attentive's camelCase field names (th
 ``_json`` renames them); each class is named after the ``title`` of its definition in
 ``schemas/attentive-v1.json``, which is how the code generator finds it. Absent optional fields
 are ``None`` and are omitted from the JSON body, never sent as ``null``.
+
+The classes are plain slotted attrs classes rather than frozen ones: several are built for every
+event, and a frozen class pays an extra call per field. They are values all the same: nothing
+changes a body once it is built (the body rules make changed copies with ``attrs.evolve``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from attrs import frozen
+from attrs import define
 
 JSONObject = dict[str, Any]
 """A JSON object passed through as parsed (custom event and attribute properties)."""
 
 
-@frozen
+@define
 class CustomIdentifier:
     """A namespaced identifier, e.g. ``{"name": "username", "value": "jane_doe_92"}``."""
 
@@ -24,7 +28,7 @@ class CustomIdentifier:
     value: str
 
 
-@frozen
+@define
 class ExternalIdentifiers:
     """Identifiers of the user in the brand's own systems."""
 
@@ -32,7 +36,7 @@ class ExternalIdentifiers:
     custom_identifiers: tuple[CustomIdentifier, ...] | None = None
 
 
-@frozen
+@define
 class EventUser:
     """The user an event is about: at least one of phone, email, external identifiers."""
 
@@ -41,7 +45,7 @@ class EventUser:
     external_identifiers: ExternalIdentifiers | None = None
 
 
-@frozen
+@define
 class Price:
     """One price of a product: a JSON number with its decimals, and an ISO 4217 currency."""
 
@@ -49,7 +53,7 @@ class Price:
     currency: str | None = None
 
 
-@frozen
+@define
 class Product:
     """One item of an eCommerce event (Attentive's ``ProductRequest``)."""
 
@@ -62,7 +66,7 @@ class Product:
     quantity: int | None = None
 
 
-@frozen
+@define
 class ProductViewRequest:
     """Body of ``POST /v1/events/ecommerce/product-view``."""
 
@@ -71,7 +75,7 @@ class ProductViewRequest:
     occurred_at: str | None = None
 
 
-@frozen
+@define
 class AddToCartRequest:
     """Body of ``POST /v1/events/ecommerce/add-to-cart``."""
 
@@ -80,14 +84,14 @@ class AddToCartRequest:
     occurred_at: str | None = None
 
 
-@frozen
+@define
 class SalesChannel:
     """Where a purchase happened."""
 
     channel_type: str | None = None
 
 
-@frozen
+@define
 class PurchaseRequest:
     """Body of ``POST /v1/events/ecommerce/purchase``."""
 
@@ -98,7 +102,7 @@ class PurchaseRequest:
     occurred_at: str | None = None
 
 
-@frozen
+@define
 class CustomEventsRequest:
     """Body of ``POST /v1/events/custom``."""
 
@@ -109,7 +113,7 @@ class CustomEventsRequest:
     occurred_at: str | None = None
 
 
-@frozen
+@define
 class IdentifyRequest:
     """Body of ``POST /v1/identity-resolution/user-identifiers`` (``IdentifyRequestDto``)."""
 
@@ -121,7 +125,7 @@ class IdentifyRequest:
     custom_identifiers: tuple[CustomIdentifier, ...] | None = None
 
 
-@frozen
+@define
 class CustomAttributesRequest:
     """Body of ``POST /v1/attributes/custom``."""
 
