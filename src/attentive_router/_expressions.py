@@ -64,7 +64,7 @@ def occurred_at(
     """When the event happened: timestamp, originalTimestamp or sentAt, else the receipt time."""
     for name in TIMESTAMP_FIELDS:
         raw = src.event.get(name)
-        if is_blank(raw):
+        if raw is None or (type(raw) is str and (not raw or raw.isspace())):
             continue
         moment = parse_timestamp(raw)
         if moment is None:
@@ -120,6 +120,18 @@ def _label(product: Mapping[str, Any], where: str) -> str:
     return where
 
 
+def _field(
+    product: Mapping[str, Any], key: str, where: str, ctx: Context, warnings: list[TransformWarning]
+) -> str | None:
+    """A string field of a product (``text`` rules); the field path is built only if needed."""
+    value = product.get(key)
+    if type(value) is str and value and not value.isspace():
+        return value
+    if value is None:
+        return None
+    return text(value, f"{where}.{key}", ctx, warnings)
+
+
 def _item(
     product: Any, order_currency: Any, where: str, ctx: Context, warnings: list[TransformWarning]
 ) -> Product | None:
@@ -132,8 +144,8 @@ def _item(
         )
         return None
     scratch: list[TransformWarning] = []
-    product_id = text(product.get("product_id"), f"{where}.product_id", ctx, scratch) or text(
-        product.get("sku"), f"{where}.sku", ctx, scratch
+    product_id = _field(product, "product_id", where, ctx, scratch) or _field(
+        product, "sku", where, ctx, scratch
     )
     if product_id is None:
         warnings.append(
@@ -143,8 +155,8 @@ def _item(
         )
         return None
     variant = (
-        text(product.get("variant"), f"{where}.variant", ctx, scratch)
-        or text(product.get("sku"), f"{where}.sku", ctx, scratch)
+        _field(product, "variant", where, ctx, scratch)
+        or _field(product, "sku", where, ctx, scratch)
         or product_id
     )
     raw_price = product.get("price")
@@ -176,9 +188,9 @@ def _item(
         product_id=product_id,
         product_variant_id=variant,
         price=(Price(value, code),),
-        product_image=text(product.get("image_url"), f"{where}.image_url", ctx, warnings),
-        product_url=text(product.get("url"), f"{where}.url", ctx, warnings),
-        name=text(product.get("name"), f"{where}.name", ctx, warnings),
+        product_image=_field(product, "image_url", where, ctx, warnings),
+        product_url=_field(product, "url", where, ctx, warnings),
+        name=_field(product, "name", where, ctx, warnings),
         quantity=quantity,
     )
 

@@ -117,8 +117,16 @@ def _to_e164(raw: str, region: str) -> str | None:
     return formatted if E164.fullmatch(formatted) else None
 
 
+_PHONES: dict[str, str] = {}
+"""Raw phones already in E.164 (give or take spaces around them), by their raw form."""
+
+
 def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]) -> str | None:
     """A phone number in E.164; others are normalised, or dropped with a warning."""
+    if isinstance(value, str):
+        known = _PHONES.get(value)
+        if known is not None:
+            return known
     if is_blank(value):
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -132,6 +140,8 @@ def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
         return None
     raw = value.strip()
     if E164.fullmatch(raw):
+        if len(_PHONES) < _MAX_REMEMBERED:
+            _PHONES[value] = raw
         return raw
     normalised = _to_e164(raw, ctx.config.default_region)
     if normalised is None:
