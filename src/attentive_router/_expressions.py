@@ -41,6 +41,12 @@ def _receipt_time(received_at: datetime) -> str:
     return format_timestamp(received_at)
 
 
+@lru_cache(maxsize=8)
+def _window(received_at: datetime, stale_after: timedelta) -> tuple[datetime, datetime]:
+    """The times before which an event is stale, and after which it lies in the future."""
+    return received_at - stale_after, received_at + FUTURE_TOLERANCE
+
+
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``, e.g. ``2026-01-08T13:52:50.212Z``."""
     text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -77,15 +83,15 @@ def occurred_at(
                 f"{name} {shown(raw)} is before {EARLIEST.year}: a client clock error, "
                 "not an event time",
             )
-        if moment > ctx.received_at + FUTURE_TOLERANCE:
+        stale_before, latest = _window(ctx.received_at, ctx.config.stale_after)
+        if moment > latest:
             return Rejected(
                 "invalid_timestamp",
                 f"{name} {shown(raw)} is more than a day after the event was received "
                 f"({format_timestamp(ctx.received_at)})",
             )
-        age = ctx.received_at - moment
-        if age > ctx.config.stale_after:
-            hours = age.total_seconds() / 3600
+        if moment < stale_before:
+            hours = (ctx.received_at - moment).total_seconds() / 3600
             message = (
                 f"{name} {shown(raw)} is {hours:.1f} hours before receipt; Attentive accepts it "
                 "but will not trigger journeys from it"
