@@ -55,7 +55,7 @@ def _runner(contender: str, lines: Sequence[bytes], ctx: Context) -> Callable[[]
     if dispatch is None:
         raise SystemExit(why)
     if contender == "interpreter":
-        return lambda: bench.interpreter(lines, ctx, dispatch)
+        return lambda: bench.pipeline(lines, ctx, dispatch)
     chosen = DEFAULT_DISPATCH if contender == "generated_mappings" else dispatch
     calls = bench.mapping_calls(lines, ctx, chosen)
     return lambda: bench.mappings_only(calls, ctx)

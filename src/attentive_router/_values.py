@@ -24,7 +24,6 @@ E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 CURRENCY = re.compile(r"[A-Z]{3}")
 _NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-FORBIDDEN_IN_TYPE = frozenset("\"'(){}[]\\|,")
 _INT64 = 2**63
 
 KEEPS_NONBLANK_STRINGS = frozenset({"identifier", "text"})
@@ -157,6 +156,8 @@ def phone(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
 _GOOD_TYPES: set[str] = set()
 """Event types already found acceptable (names repeat across a stream of events)."""
 _FORBIDDEN_TYPE = re.compile(r"[\"'(){}\[\]\\|,]")
+"""Any character Attentive forbids in a custom event type: " ' ( ) { } [ ] \\ | ,"""
+"""Any character Attentive forbids in a custom event type: " ' ( ) { } [ ] \\ | ,"""
 
 
 def event_type(
@@ -173,7 +174,7 @@ def event_type(
         if len(_GOOD_TYPES) < _MAX_REMEMBERED:
             _GOOD_TYPES.add(value)
         return value
-    bad = sorted(FORBIDDEN_IN_TYPE.intersection(value))
+    bad = sorted(set(_FORBIDDEN_TYPE.findall(value)))
     if bad:
         return Rejected(
             "invalid_event_type",
