@@ -18,11 +18,19 @@ _BOM = b"\xef\xbb\xbf"
 
 @frozen
 class Item:
-    """One input event (``event``), or the reason it could not be read (``error``)."""
+    """One input event (``event``), or the reason it could not be read (``error``).
+
+    For an unreadable input, ``raw`` holds the bytes that failed (at most ``RAW_LIMIT``), so
+    that a record of it can be kept and the input fixed and sent again.
+    """
 
     line: int
     event: Any = None
     error: str | None = None
+    raw: bytes = b""
+
+
+RAW_LIMIT = 64 * 1024
 
 
 def _expand(document: Any, line: int) -> Iterator[Item]:
@@ -52,8 +60,12 @@ def _is_envelope(value: Any) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get("batch"), list)
 
 
-def _error(line: int, error: orjson.JSONDecodeError) -> Item:
-    return Item(line, error=f"line {line}: not valid JSON ({error.msg} at column {error.colno})")
+def _error(line: int, error: orjson.JSONDecodeError, raw: bytes) -> Item:
+    return Item(
+        line,
+        error=f"line {line}: not valid JSON ({error.msg} at column {error.colno})",
+        raw=raw[:RAW_LIMIT],
+    )
 
 
 def read_events(stream: IO[bytes]) -> Iterator[Item]:
@@ -78,7 +90,7 @@ def read_events(stream: IO[bytes]) -> Iterator[Item]:
         try:
             whole = orjson.loads(first + rest)
         except orjson.JSONDecodeError:
-            yield _error(number, error)
+            yield _error(number, error, first)
             yield from _lines(rest.splitlines(keepends=True), start=number + 1)
             return
         yield from _expand(whole, number)
@@ -92,7 +104,7 @@ def _whole(data: bytes, number: int) -> Iterator[Item]:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         line = number + error.lineno - 1
-        yield Item(line, error=f"line {line}: not valid JSON ({error.msg})")
+        yield Item(line, error=f"line {line}: not valid JSON ({error.msg})", raw=data[:RAW_LIMIT])
         return
     yield from _expand(document, number)
 
@@ -104,6 +116,6 @@ def _lines(lines: Iterator[bytes] | list[bytes] | IO[bytes], start: int) -> Iter
         try:
             document = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
-            yield _error(number, error)
+            yield _error(number, error, raw)
             continue
         yield from _expand(document, number)
