@@ -55,6 +55,7 @@ class SenderSettings:
         config: Transform configuration.
         claim_batch: Events claimed from the queue per call.
         grace: Seconds in-flight requests may finish after a stop before they are abandoned.
+        timeout: Seconds before a request without an answer counts as failed (and is retried).
     """
 
     base_url: str
@@ -66,6 +67,7 @@ class SenderSettings:
     config: Config = field(factory=Config)
     claim_batch: int = 200
     grace: float = 5.0
+    timeout: float = 10.0
 
 
 @define
@@ -106,13 +108,13 @@ class Paused:
         )
 
 
-def make_client(settings: SenderSettings, timeout: float = 10.0) -> httpx.AsyncClient:
+def make_client(settings: SenderSettings) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` sized for ``settings.concurrency``."""
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), limits=limits
+        timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 5.0)), limits=limits
     )
 
 

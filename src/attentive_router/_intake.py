@@ -1,0 +1,89 @@
+"""Turning input events into queue entries: the deduplication key and the ordering key.
+
+Pure functions; the caller supplies the receipt time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import orjson
+
+from attentive_router._input import Item
+from attentive_router._queue import NewEvent
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _dumps(event: Any, *, sort: bool = False) -> bytes | None:
+    """JSON bytes of ``event``; None when it is nested deeper than any writer here allows."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS if sort else None)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return json.dumps(event, sort_keys=sort, separators=(",", ":"), ensure_ascii=False).encode()
+    except (RecursionError, ValueError):
+        return None
+
+
+def digest(data: bytes) -> str:
+    """A content key for inputs without a ``messageId`` (stable across runs)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def new_event(event: Any, received_at: float, source: str = "default") -> NewEvent:
+    """The queue entry of one parsed event.
+
+    The key is the event's ``messageId``, or a digest of its content when it has none, so
+    that sending the same input twice queues it once. Events of the same ``userId`` (else
+    ``anonymousId``) are delivered in order.
+    """
+    data = _dumps(event)
+    if data is None:
+        # Nothing of it can be written down, so it has no content key either: a fresh one
+        # keeps the record of its rejection from being taken for a duplicate.
+        message = "the event is nested too deeply to be stored or sent"
+        fresh = f"unstorable:{uuid.uuid4()}"
+        return NewEvent(
+            fresh, f"event:{fresh}", b"null", received_at, source, ("too_deep", message)
+        )
+    fields = event if isinstance(event, dict) else {}
+    key = _text(fields.get("messageId")) or digest(_dumps(event, sort=True) or data)
+    user = _text(fields.get("userId")) or _text(fields.get("anonymousId"))
+    return NewEvent(
+        key=key,
+        user=f"user:{user}" if user is not None else f"event:{key}",
+        event=data,
+        received_at=received_at,
+        source=source,
+    )
+
+
+def unreadable(raw: bytes, reason: str, message: str, received_at: float, source: str) -> NewEvent:
+    """The queue entry of an input that is not an event at all: stored as rejected."""
+    key = digest(raw)
+    return NewEvent(
+        key=key,
+        user=f"event:{key}",
+        event=raw,
+        received_at=received_at,
+        source=source,
+        rejected=(reason, message),
+    )
+
+
+def from_item(item: Item, received_at: float, source: str = "default") -> NewEvent:
+    """The queue entry of one item read from a file."""
+    if item.error is not None:
+        return unreadable(item.raw, "invalid_json", item.error, received_at, source)
+    return new_event(item.event, received_at, source)
