@@ -261,4 +261,7 @@ async def _put(batch: list[NewEvent], sender: Sender, run: Run) -> None:
     run.read += len(batch)
     run.accepted += result.accepted
     run.duplicates += result.duplicates
+    for reason in result.rejected:
+        sender.stats.outcomes[State.REJECTED.label] += 1
+        sender.stats.reasons[State.REJECTED.label, reason] += 1
     sender.notify()

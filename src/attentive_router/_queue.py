@@ -76,10 +76,17 @@ class NewEvent:
 
 @frozen
 class Enqueued:
-    """What ``put`` did with a batch."""
+    """What ``put`` did with a batch.
+
+    Attributes:
+        accepted: New events stored (including those stored as rejected).
+        duplicates: Events ignored because their key was seen within the window.
+        rejected: The reasons of the accepted events that were stored as rejected.
+    """
 
     accepted: int
     duplicates: int
+    rejected: tuple[str, ...] = ()
 
 
 @frozen

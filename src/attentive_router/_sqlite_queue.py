@@ -165,6 +165,7 @@ class SQLiteQueue:
     def put(self, events: Sequence[NewEvent], now: float) -> Enqueued:
         """Store ``events`` in one transaction; skip keys seen within the window."""
         accepted = 0
+        rejected: list[str] = []
         cutoff = now - self.dedupe_window
         with self._transaction() as db:
             for item in events:
@@ -182,6 +183,7 @@ class SQLiteQueue:
                 else:
                     state, settled = State.REJECTED, now
                     reason, message = item.rejected
+                    rejected.append(reason)
                 db.execute(
                     "INSERT INTO events (key, source, user, state, event, received_at, "
                     "next_attempt_at, settled_at, reason, message) "
@@ -199,7 +201,7 @@ class SQLiteQueue:
                         message,
                     ),
                 )
-        return Enqueued(accepted=accepted, duplicates=len(events) - accepted)
+        return Enqueued(accepted, len(events) - accepted, tuple(rejected))
 
     def claim(self, now: float, limit: int) -> list[Claim]:
         """Mark up to ``limit`` due events in flight and return them in id order."""
