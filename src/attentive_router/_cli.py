@@ -80,6 +80,68 @@ def _config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+SANDBOX_EPILOG = """\
+faults (JSON object; every key optional, all off by default):
+  latency_ms, latency_jitter_ms      delay every answer
+  error_rate, error_statuses         answer a share of requests with one of these statuses
+  timeout_rate, hang_seconds         hold a share of requests that long, then process them
+  reset_rate                         process, then cut the response off mid-body
+  retry_after                        Retry-After value on 429 answers, e.g. "2"
+  scripts                            {"<externalEventId>": [500, 503, "timeout", "reset", 200]}
+  status_for_all                     answer every request with this status, e.g. 401 or 503
+  seed                               seed of the random draws, for reproducible runs
+
+admin API (no token): GET /_sandbox/requests[.ndjson][?path=...], GET /_sandbox/stats,
+  GET|PUT /_sandbox/faults, POST /_sandbox/reset
+
+examples:
+  attentive-router sandbox
+  attentive-router sandbox --port 0 --token my-token --record requests.ndjson
+  attentive-router sandbox --faults '{"error_rate": 0.1, "latency_ms": 50, "seed": 1}'
+  attentive-router sandbox --faults @faults.json --rate-limit /v1/events/custom=5
+  curl -X PUT localhost:8788/_sandbox/faults -d '{"status_for_all": 503}'
+"""
+
+
+def _add_sandbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run a local Attentive-compatible API server (for demos and tests)",
+        description="Serve Attentive's v1 event, identity and attribute endpoints on the\n"
+        "loopback interface: bearer-token check, per-endpoint rate limits, validation of\n"
+        "every body against the project's JSON Schema, fault injection, and a record of\n"
+        "every accepted request. Stops cleanly on SIGINT or SIGTERM.",
+        epilog=SANDBOX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sandbox.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="127.0.0.1, localhost or ::1; nothing else (default: %(default)s)",
+    )
+    sandbox.add_argument(
+        "--port", type=int, default=8788, help="port, 0 for any free one (default: %(default)s)"
+    )
+    sandbox.add_argument(
+        "--token",
+        help="bearer token to accept (default: $ATTENTIVE_SANDBOX_TOKEN, else sandbox-token)",
+    )
+    sandbox.add_argument("--faults", metavar="JSON|@FILE", help="faults to inject from the start")
+    limits = sandbox.add_mutually_exclusive_group()
+    limits.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="PATH=N",
+        help="requests per second for one endpoint (default: 150, Identity 10); repeatable",
+    )
+    limits.add_argument("--no-rate-limits", action="store_true", help="turn rate limiting off")
+    sandbox.add_argument(
+        "--record", metavar="FILE", help="append every accepted request to FILE as NDJSON"
+    )
+    sandbox.add_argument("--access-log", action="store_true", help="log every request to stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the whole command line."""
     parser = argparse.ArgumentParser(
@@ -117,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress line on stderr (default: auto, when stderr is a terminal)",
     )
     _config_options(transform)
+    _add_sandbox_parser(commands)
     return parser
 
 
@@ -215,4 +278,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transform":
         return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+    if args.command == "sandbox":
+        # Imported here: the server's dependencies stay off the path of the other commands.
+        from attentive_router._sandbox import run  # noqa: PLC0415
+
+        return run(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            faults=args.faults,
+            rate_limits=args.rate_limit,
+            no_rate_limits=args.no_rate_limits,
+            record=args.record,
+            access_log=args.access_log,
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+        )
     return 2  # pragma: no cover - argparse rejects unknown commands
