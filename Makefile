@@ -40,10 +40,8 @@ test: $(STAMP)  ## Run the test suite
 bench: $(STAMP)  ## Throughput benchmarks, measured side by side in one run
 	$(BIN)/python -m bench
 
-# The sample events happened on 2026-01-08; the demo receives them minutes later, as live traffic.
-run: $(STAMP)  ## Transform the bundled sample events and print the outcomes and a summary
-	$(BIN)/attentive-router transform --summary --received-at 2026-01-08T14:00:00Z \
-		src/attentive_router/samples/sample-events.ndjson
+run: $(STAMP)  ## Demo: send the bundled sample events to a local Attentive sandbox (no account needed)
+	$(BIN)/attentive-router demo
 
 clean:  ## Remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,6 +17,12 @@ from typing import IO
 
 import orjson
 
+from attentive_router._cli_delivery import (
+    add_parsers,
+    run_check,
+    run_dead_letters,
+    run_delivery,
+)
 from attentive_router._config import Config, Context
 from attentive_router._expressions import parse_timestamp
 from attentive_router._input import read_events
@@ -180,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_options(transform)
     _add_sandbox_parser(commands)
+    add_parsers(commands, _config_options)
+    commands.add_parser(
+        "demo",
+        help="send the bundled sample events to a local sandbox and show what arrived",
+        description="Start the Attentive sandbox on a free loopback port (with some injected "
+        "failures), send the bundled sample events through queue, transform and delivery, "
+        "and print the summary and some of the requests the sandbox accepted. No Attentive "
+        "account is needed.",
+    )
     return parser
 
 
@@ -278,6 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transform":
         return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+    if args.command in {"send", "deliver"}:
+        try:
+            config = _config(args)
+        except ValueError as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return 2
+        return run_delivery(args, config, sys.stdin.buffer, sys.stderr)
+    if args.command == "dead-letters":
+        return run_dead_letters(args, sys.stdout, sys.stderr)
+    if args.command == "check":
+        return run_check(args, sys.stdout, sys.stderr)
+    if args.command == "demo":
+        from attentive_router._demo import run_demo  # noqa: PLC0415 - starts a server
+
+        return run_demo(sys.stdout, sys.stderr)
     if args.command == "sandbox":
         # Imported here: the server's dependencies stay off the path of the other commands.
         from attentive_router._sandbox import run  # noqa: PLC0415
