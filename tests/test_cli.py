@@ -114,7 +114,7 @@ def assert_valid_bodies(records: list[dict[str, Any]]) -> None:
 
 
 def cli(*args: str, stdin: bytes = b"", check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run(  # noqa: S603 - the project's own console script
+    result = subprocess.run(
         [str(SCRIPT), *args], input=stdin, capture_output=True, check=False, timeout=120
     )
     if check:
@@ -395,7 +395,7 @@ def test_reads_a_file(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_runs_the_same_command() -> None:
-    result = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+    result = subprocess.run(
         [sys.executable, "-m", "attentive_router", "transform", "--received-at", RECEIVED, "-"],
         input=ndjson(EVENTS),
         capture_output=True,
@@ -486,7 +486,7 @@ def test_output_write_failure_is_not_reported_as_an_input_problem(tmp_path: Path
     path = tmp_path / "events.ndjson"
     path.write_bytes(ndjson(EVENTS * 2000))
     with Path("/dev/full").open("wb") as full:
-        result = subprocess.run(  # noqa: S603 - the project's own console script
+        result = subprocess.run(
             [str(SCRIPT), "transform", "--received-at", RECEIVED, str(path)],
             stdout=full,
             stderr=subprocess.PIPE,

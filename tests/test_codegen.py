@@ -87,7 +87,7 @@ def run_codegen(*args: str, seed: str | None = None) -> subprocess.CompletedProc
     env = dict(os.environ)
     if seed is not None:
         env["PYTHONHASHSEED"] = seed
-    return subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+    return subprocess.run(
         [sys.executable, "-m", "codegen", *args],
         cwd=ROOT,
         env=env,

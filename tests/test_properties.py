@@ -418,7 +418,7 @@ sys.stdout.buffer.write(orjson.dumps(records))
 
 
 def _records_in_subprocess(hash_seed: str) -> Any:
-    completed = subprocess.run(  # noqa: S603 - the interpreter running the tests, fixed script
+    completed = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS, RECEIVED_AT.isoformat()],
         input=orjson.dumps(FIXED_EVENTS),
         capture_output=True,

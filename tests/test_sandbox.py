@@ -427,7 +427,7 @@ def test_requests_filtered_by_path_and_as_ndjson(
 
 
 def test_token_from_the_environment_and_clean_stop(monkeypatch: pytest.MonkeyPatch) -> None:
-    token = "env-token"  # noqa: S105 - the sandbox's key
+    token = "env-token"
     monkeypatch.setenv("ATTENTIVE_SANDBOX_TOKEN", token)
     with SandboxProcess() as process:
         url = process.url
@@ -460,7 +460,7 @@ def test_failed_start_reports_the_sandbox_stderr() -> None:
     ],
 )
 def test_bad_options_exit_2_without_listening(args: list[str], expected: str) -> None:
-    result = subprocess.run(  # noqa: S603 - this interpreter, the project's own module
+    result = subprocess.run(
         [sys.executable, "-m", "attentive_router", "sandbox", "--port", "0", *args],
         capture_output=True,
         text=True,
