@@ -437,11 +437,6 @@ def test_f8_dead_lettered_only_once_both_attempts_and_window_are_used_up(
     assert record.last_attempt_at == pytest.approx(START + offsets[-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 401/403 answer, not counted as an attempt, still sets first_attempt_at, so the "
-    "retry window starts at the refusal (Sender._send_all / _after_failure)",
-)
 def test_f3_f8_a_refused_key_does_not_start_the_retry_window(
     box: SandboxProcess, queue: SQLiteQueue
 ) -> None:

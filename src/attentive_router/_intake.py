@@ -24,16 +24,36 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _dumps(event: Any, *, sort: bool = False) -> bytes | None:
-    """JSON bytes of ``event``; None when it is nested deeper than any writer here allows."""
+class _UnstorableError(ValueError):
+    """The event cannot be written as JSON at all."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _dumps(event: Any, *, sort: bool = False) -> bytes:
+    """JSON bytes of ``event`` (orjson, or the standard library beyond orjson's depth limit)."""
     try:
         return orjson.dumps(event, option=orjson.OPT_SORT_KEYS if sort else None)
     except orjson.JSONEncodeError:
         pass
     try:
         return json.dumps(event, sort_keys=sort, separators=(",", ":"), ensure_ascii=False).encode()
-    except (RecursionError, ValueError):
-        return None
+    except RecursionError:
+        raise _UnstorableError(
+            "too_deep", "the event is nested too deeply to be stored or sent"
+        ) from None
+    except UnicodeEncodeError:
+        raise _UnstorableError(
+            "invalid_string",
+            "the event holds a string that is not valid Unicode (a lone surrogate)",
+        ) from None
+    except (TypeError, ValueError) as error:
+        raise _UnstorableError(
+            "not_json", f"the event cannot be written as JSON: {error}"
+        ) from None
 
 
 def digest(data: bytes) -> str:
@@ -48,17 +68,16 @@ def new_event(event: Any, received_at: float, source: str = "default") -> NewEve
     that sending the same input twice queues it once. Events of the same ``userId`` (else
     ``anonymousId``) are delivered in order.
     """
-    data = _dumps(event)
-    if data is None:
+    try:
+        data = _dumps(event)
+    except _UnstorableError as error:
         # Nothing of it can be written down, so it has no content key either: a fresh one
         # keeps the record of its rejection from being taken for a duplicate.
-        message = "the event is nested too deeply to be stored or sent"
         fresh = f"unstorable:{uuid.uuid4()}"
-        return NewEvent(
-            fresh, f"event:{fresh}", b"null", received_at, source, ("too_deep", message)
-        )
+        rejected = (error.reason, error.message)
+        return NewEvent(fresh, f"event:{fresh}", b"null", received_at, source, rejected)
     fields = event if isinstance(event, dict) else {}
-    key = _text(fields.get("messageId")) or digest(_dumps(event, sort=True) or data)
+    key = _text(fields.get("messageId")) or digest(_dumps(event, sort=True))
     user = _text(fields.get("userId")) or _text(fields.get("anonymousId"))
     return NewEvent(
         key=key,

@@ -351,10 +351,11 @@ class Sender:
             if self._stopping or self.paused is not None:
                 return _requeue(claim, attempts, throttles, done, first)
             sent_at = self.clock()
-            first = sent_at if first is None else first
             status, text, retry_after = await self._post(request.path, body)
             now = self.clock()
             verdict = classify(status)
+            if verdict is not Verdict.AUTH:  # a refused key is not an attempt at all
+                first = sent_at if first is None else first
             self.stats.endpoints[request.path, str(status or "error")] += 1
             if verdict is Verdict.DELIVERED:
                 done += 1
@@ -375,7 +376,7 @@ class Sender:
                     {"method": request.method, "path": request.path, "body": orjson.Fragment(body)}
                 ),
             )
-            return self._after_failure(failed, verdict, first, retry_after)
+            return self._after_failure(failed, verdict, retry_after)
         return Settlement(
             id=claim.id,
             state=State.DELIVERED,
@@ -387,11 +388,12 @@ class Sender:
         )
 
     def _after_failure(
-        self, failed: Settlement, verdict: Verdict, first: float, retry_after: float | None
+        self, failed: Settlement, verdict: Verdict, retry_after: float | None
     ) -> Settlement:
         """What becomes of an event whose request was not accepted (``failed`` is a retry now)."""
         policy = self.settings.policy
         now = failed.last_attempt_at or self.clock()
+        first = now if failed.first_attempt_at is None else failed.first_attempt_at
         status = failed.status
         if verdict is Verdict.AUTH:
             self.paused = self.paused or Paused(
@@ -438,7 +440,10 @@ class Sender:
                 self.settings.base_url.rstrip("/") + path, content=body, headers=self._headers
             )
         except httpx.HTTPError as error:
-            return None, scrub(f"{type(error).__name__}: {error}", self.settings.token), None
+            # Name the underlying failure (the transport may map it to a broader httpx class).
+            cause = error.__cause__ or error
+            text = f"{type(cause).__name__}: {cause or error}"
+            return None, scrub(text, self.settings.token), None
         text = scrub(response.text[:RESPONSE_LIMIT], self.settings.token)
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
         return response.status_code, text, retry_after
