@@ -84,7 +84,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # RFC 9110 delta-seconds: ASCII digits only
         return float(text)
     try:
         moment = parsedate_to_datetime(text)
