@@ -547,6 +547,20 @@ class QueueContract:
         assert queue.replay(None, T0 + 60) == 0  # in flight is not dead either
         assert queue.counts() == zero_counts(in_flight=2)
 
+    def test_a_replayed_dead_letter_waits_while_its_user_has_an_event_in_flight(
+        self, queue_factory: Opener
+    ) -> None:
+        queue = queue_factory()
+        old = dead_letter(queue, "old", "u1")
+        queue.put([event("new", "u1", T0 + 1)], T0 + 1)
+        (flying,) = queue.claim(T0 + 2, 10)
+        assert flying.key == "new"
+        assert queue.replay([old], T0 + 3) == 1
+        assert queue.claim(T0 + 4, 10) == []
+        assert queue.next_due() is None
+        settle(queue, flying.id, State.DELIVERED)
+        assert keys_of(queue.claim(T0 + 5, 10)) == ["old"]
+
     # prune
 
     def test_prune_forgets_old_finished_events_and_keeps_the_rest(
@@ -651,12 +665,19 @@ class QueueMachine(RuleBasedStateMachine):
             for i, e in self.events.items()
         )
 
+    def _blocked(self, event_id: int) -> bool:
+        """An earlier event of the user is open, or any event of the user is in flight."""
+        user = self.events[event_id].user
+        return self._open_before(event_id) or any(
+            e.user == user and e.state is State.IN_FLIGHT for e in self.events.values()
+        )
+
     def _due(self) -> list[int]:
         return sorted(
             (
                 i
                 for i in self._ids(State.QUEUED)
-                if self.events[i].next_attempt_at <= self.now and not self._open_before(i)
+                if self.events[i].next_attempt_at <= self.now and not self._blocked(i)
             ),
             key=lambda i: (self.events[i].next_attempt_at, i),
         )
@@ -801,9 +822,7 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def next_due_agrees_with_the_model(self) -> None:
         waiting = [
-            self.events[i].next_attempt_at
-            for i in self._ids(State.QUEUED)
-            if not self._open_before(i)
+            self.events[i].next_attempt_at for i in self._ids(State.QUEUED) if not self._blocked(i)
         ]
         assert self.queue.next_due() == min(waiting, default=None)
 
@@ -812,9 +831,12 @@ class QueueMachine(RuleBasedStateMachine):
         # Checked on the queue's own records. A replayed dead letter is exempt: it comes back
         # after later events of its user may already have been claimed or delivered.
         open_users: set[str] = set()
+        flying: set[str] = set()
         for record in self.queue.records(limit=10_000):
             if record.state is State.IN_FLIGHT:
                 assert record.user not in open_users, record
+                assert record.user not in flying, record  # one in flight per user, replays too
+                flying.add(record.user)
             if record.state in {State.QUEUED, State.IN_FLIGHT} and record.id not in self.replayed:
                 open_users.add(record.user)
 

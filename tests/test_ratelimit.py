@@ -198,7 +198,7 @@ def test_rates_can_be_configured() -> None:
 
 
 def test_an_idle_bucket_refills_to_its_burst_only() -> None:
-    bucket = TokenBucket(rate=10.0, burst=3.0, tokens=0.0, updated=0.0)
+    bucket = TokenBucket(rate=10.0, burst=3.0, ready_at=0.0)
     assert bucket.reserve(1000.0) == 0.0  # refilled, but to 3 tokens, not to 10,000
     assert bucket.reserve(1000.0) == 0.0
     assert bucket.reserve(1000.0) == 0.0

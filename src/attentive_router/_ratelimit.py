@@ -19,21 +19,29 @@ DEFAULT_RATES: Mapping[str, float] = {IDENTITY_PATH: 10.0}
 
 @define
 class TokenBucket:
-    """``rate`` requests per second with bursts of at most ``burst``."""
+    """``rate`` requests per second with bursts of at most ``burst`` (a virtual scheduler).
+
+    ``ready_at`` is when the next request could go if no burst credit were left; a request
+    may go up to ``(burst - 1) / rate`` seconds before it. A pause moves ``ready_at`` to its
+    end, so no credit builds up while paused: when it ends, one burst goes, then the rate.
+    """
 
     rate: float
     burst: float
-    tokens: float
-    updated: float
+    ready_at: float
     blocked_until: float = 0.0
 
     def reserve(self, now: float) -> float:
-        """Take one token (possibly ahead of time); return the seconds to wait for it."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        self.tokens -= 1.0
-        wait = -self.tokens / self.rate if self.tokens < 0 else 0.0
-        return max(wait, self.blocked_until - now)
+        """Take the next free slot; return the seconds to wait for it."""
+        credit = (self.burst - 1.0) / self.rate
+        slot = max(now, self.ready_at - credit, self.blocked_until)
+        self.ready_at = max(self.ready_at, now, self.blocked_until) + 1.0 / self.rate
+        return slot - now
+
+    def pause(self, until: float) -> None:
+        """No slot before ``until``; slots already given out before then are void."""
+        self.blocked_until = max(self.blocked_until, until)
+        self.ready_at = max(self.ready_at, self.blocked_until)
 
 
 class RateLimiter:
@@ -69,7 +77,7 @@ class RateLimiter:
         if found is None:
             rate = self.rates.get(path, self.rate)
             burst = max(1.0, rate * self._burst_seconds)
-            found = TokenBucket(rate=rate, burst=burst, tokens=burst, updated=self._clock())
+            found = TokenBucket(rate=rate, burst=burst, ready_at=self._clock())
             self._buckets[path] = found
         return found
 
@@ -79,9 +87,11 @@ class RateLimiter:
         wait = bucket.reserve(self._clock())
         while wait > 0:
             await self._sleep(wait)
-            wait = bucket.blocked_until - self._clock()
+            if bucket.blocked_until <= self._clock():
+                return
+            # Paused while waiting: the slot is void, take a new one after the pause.
+            wait = bucket.reserve(self._clock())
 
     def pause(self, path: str, until: float) -> None:
         """Send nothing to ``path`` before ``until`` (Attentive asked us to wait)."""
-        bucket = self.bucket(path)
-        bucket.blocked_until = max(bucket.blocked_until, until)
+        self.bucket(path).pause(until)

@@ -7,10 +7,10 @@ file at a time (the commands hold a lock file); readers may look at it concurren
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, id) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS events_open_by_user ON events (user, id) WHERE state IN (0, 1);
+CREATE INDEX IF NOT EXISTS events_in_flight_by_user ON events (user) WHERE state = 1;
 CREATE INDEX IF NOT EXISTS events_dead ON events (id) WHERE state = 5;
 CREATE TABLE IF NOT EXISTS seen (
     source TEXT NOT NULL,
@@ -68,11 +69,14 @@ _COLUMNS = (
     "endpoint, request"
 )
 
-# Due: queued, its time has come, and no earlier event of the same user is still open.
+# Due: queued, its time has come, no earlier event of the same user is still open, and no
+# event of the user is in flight (a replayed dead letter may be older than one in flight).
 _DUE = """
     q.state = 0 AND q.next_attempt_at <= :now AND NOT EXISTS (
         SELECT 1 FROM events AS p
         WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
+    ) AND NOT EXISTS (
+        SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
     )
 """
 
@@ -89,6 +93,8 @@ _NEXT_DUE = """
 SELECT min(q.next_attempt_at) FROM events AS q
 WHERE q.state = 0 AND NOT EXISTS (
     SELECT 1 FROM events AS p WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
+) AND NOT EXISTS (
+    SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
 )
 """
 
@@ -137,7 +143,7 @@ class SQLiteQueue:
             msg = f"cannot open the queue {self.path}: {error}"
             raise QueueError(msg) from error
 
-    @contextmanager
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
@@ -149,8 +155,9 @@ class SQLiteQueue:
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                 msg = f"queue {self.path}: {error}"
                 raise QueueError(msg) from error
 
