@@ -14,6 +14,12 @@ Contenders:
         table interpreted at run time (``tests/rules_interpreter.py``) instead of compiled.
     transform only: the pipeline with a clock read between its stages; it reports the time of
         ``route`` + ``to_record`` alone, and explains where the pipeline's time goes.
+
+Delivery (``bench/delivery.py``) and memory (``bench/rss.py``) follow: the sender draining a
+queue into a sandbox that enforces Attentive's rate limits, the sender against a naive
+one-request-at-a-time loop without limits, and the peak RSS of ``attentive-router send`` on a
+1,000,000-event file. ``--only transform|delivery|rss`` (comma-separated; ``drain`` and
+``unthrottled`` name the two halves of ``delivery``) runs a part of the benchmark.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import os
 import platform
 import statistics
 import sys
@@ -38,7 +43,7 @@ from attentive_router import Context, Rejected, TransformWarning, route, to_reco
 from attentive_router._mapping import Transform
 from attentive_router._router import DEFAULT_DISPATCH, MAPPED_CALLS, Dispatch, _select
 from attentive_router._source import Source, read_source
-from bench import instructions
+from bench import delivery, instructions, rss, system
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 from bench.profiling import profile
 
@@ -243,15 +248,6 @@ def _ratio_line(
     )
 
 
-def _cores() -> str:
-    logical = os.cpu_count() or 0
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return f"{logical}"
-    return f"{logical}" if usable == logical else f"{logical} ({usable} usable by this process)"
-
-
 def report(
     results: dict[str, list[Measurement]],
     labels: dict[str, str],
@@ -268,7 +264,7 @@ def report(
         f"({size / events:,.0f} B/event on average)"
     )
     print(
-        f"machine: {_cores()} cores, {platform.machine()}, "
+        f"machine: {system.cores()} cores, {platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"orjson {orjson.__version__}"
     )
@@ -373,7 +369,69 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of measuring, profile the pipeline over N events (default 20000): "
         "route and to_record time per event kind, and the top functions under cProfile",
     )
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        metavar="PARTS",
+        help="run only these parts, comma-separated: transform, delivery (= drain,unthrottled), "
+        "drain, unthrottled, rss (default: all)",
+    )
+    group = parser.add_argument_group("delivery and memory")
+    group.add_argument(
+        "--drain-events",
+        type=int,
+        metavar="N",
+        help=f"events drained under enforced limits (default {delivery.DRAIN_EVENTS:,}; "
+        f"--quick {QUICK_DRAIN_EVENTS})",
+    )
+    group.add_argument(
+        "--unthrottled-events",
+        type=int,
+        metavar="K",
+        help=f"events per unthrottled run (default {delivery.UNTHROTTLED_EVENTS:,}; "
+        f"--quick {QUICK_UNTHROTTLED_EVENTS})",
+    )
+    group.add_argument(
+        "--delivery-rounds",
+        type=int,
+        metavar="R",
+        help=f"interleaved rounds of the unthrottled runs (default {delivery.ROUNDS}; --quick 1)",
+    )
+    group.add_argument(
+        "--rss-events",
+        type=int,
+        metavar="N",
+        help=f"events in the file sent for the peak RSS (default {rss.RSS_EVENTS:,}; "
+        f"--quick {QUICK_RSS_EVENTS:,})",
+    )
+    group.add_argument(
+        "--rss-budget",
+        type=float,
+        default=rss.BUDGET,
+        metavar="S",
+        help="seconds the send run may take; a longer one is stopped with SIGINT once the file "
+        "is queued (default %(default)g)",
+    )
     return parser
+
+
+PARTS = ("transform", "drain", "unthrottled", "rss")
+QUICK_DRAIN_EVENTS = 300
+QUICK_UNTHROTTLED_EVENTS = 200
+QUICK_RSS_EVENTS = 2_000
+
+
+def _parts(text: str) -> frozenset[str]:
+    chosen: set[str] = set()
+    for name in (part.strip() for part in text.split(",")):
+        if name == "delivery":
+            chosen |= {"drain", "unthrottled"}
+        elif name in PARTS:
+            chosen.add(name)
+        else:
+            msg = f"unknown part {name!r}: choose from transform, delivery, {', '.join(PARTS[1:])}"
+            raise argparse.ArgumentTypeError(msg)
+    return frozenset(chosen)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,20 +439,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     events = args.events or (QUICK_EVENTS if args.quick else 100_000)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else 5)
-    if events < 1 or rounds < 1:
-        print("python -m bench: --events and --rounds must be positive", file=sys.stderr)
+    drain_events = args.drain_events or (
+        QUICK_DRAIN_EVENTS if args.quick else delivery.DRAIN_EVENTS
+    )
+    unthrottled_events = args.unthrottled_events or (
+        QUICK_UNTHROTTLED_EVENTS if args.quick else delivery.UNTHROTTLED_EVENTS
+    )
+    delivery_rounds = args.delivery_rounds or (1 if args.quick else delivery.ROUNDS)
+    rss_events = args.rss_events or (QUICK_RSS_EVENTS if args.quick else rss.RSS_EVENTS)
+    sizes = (events, rounds, drain_events, unthrottled_events, delivery_rounds, rss_events)
+    if min(sizes) < 1 or args.rss_budget <= 0:
+        print("python -m bench: sizes, rounds and the budget must be positive", file=sys.stderr)
         return 2
-    ctx = Context(RECEIVED_AT)
     if args.instructions is not None:
         return instructions.report(args.instructions, args.seed)
     if args.profile is not None:
+        ctx = Context(RECEIVED_AT)
         lines = generate(args.profile, args.seed)
         outcome_counts(lines, ctx)  # warm the caches as the measured runs have them
         profile(lines, ctx)
         return 0
+    parts = args.only or frozenset(PARTS)
+    status = 0
+    if "transform" in parts:
+        status = run_transform(events, rounds, args.seed)
+    delivery_parts = parts & {"drain", "unthrottled"}
+    if delivery_parts:
+        delivery.run_all(
+            set(delivery_parts), drain_events, unthrottled_events, delivery_rounds, args.seed
+        )
+    if "rss" in parts:
+        rss.report(rss.measure(rss_events, args.rss_budget, args.seed))
+    return status
 
-    print(f"generating {events:,} events (seed {args.seed})...", file=sys.stderr, flush=True)
-    lines = generate(events, args.seed)
+
+def run_transform(events: int, rounds: int, seed: int) -> int:
+    """The transform benchmark: measure, print the report; 1 when the interpreter is missing."""
+    ctx = Context(RECEIVED_AT)
+    print(f"generating {events:,} events (seed {seed})...", file=sys.stderr, flush=True)
+    lines = generate(events, seed)
     size = sum(map(len, lines))
     dispatch, unavailable = load_interpreter()
 

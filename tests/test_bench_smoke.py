@@ -1,4 +1,4 @@
-"""The benchmark runs end to end on a small corpus (no timing is asserted here)."""
+"""The benchmark runs end to end at small sizes (no timing is asserted here)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_quick_benchmark_reports_every_contender_and_ratio() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--events", "300", "--rounds", "1"],
+        [
+            *(sys.executable, "-m", "bench", "--quick", "--only", "transform"),
+            *("--events", "300", "--rounds", "1"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -40,3 +43,68 @@ def test_quick_benchmark_reports_every_contender_and_ratio() -> None:
     assert "transform only" in out
     assert "300 events" in out
     assert "cores" in out
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _row(out: str, label: str) -> list[str]:
+    """The whitespace-separated cells after ``label`` on the report line that starts with it."""
+    match = re.search(rf"^  {re.escape(label)}\s+(.*)$", out, re.MULTILINE)
+    assert match, f"no line for {label!r} in:\n{out}"
+    return match.group(1).split()
+
+
+def test_quick_delivery_and_rss_benchmarks_report_every_figure() -> None:
+    command = [
+        *(sys.executable, "-m", "bench", "--quick", "--only", "delivery,rss"),
+        *("--drain-events", "300", "--unthrottled-events", "150", "--delivery-rounds", "1"),
+        *("--rss-events", "2000", "--rss-budget", "60"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+
+    # Drain under enforced limits: every event delivered, a rate at most near the limits.
+    assert "300 events queued in SQLite" in out
+    for path in ("product-view", "add-to-cart", "purchase", "/v1/events/custom"):
+        cells = _row(out, f"/v1/events/ecommerce/{path}" if "/" not in path else path)
+        assert _number(cells[0]) == 75, cells  # accepted: a quarter of the events each
+        assert _number(cells[4]) == 150, cells  # the enforced limit
+    accepted, throttled, other, rate, limit, _ = _row(out, "all four")
+    assert (_number(accepted), _number(other), _number(limit)) == (300, 0, 600)
+    assert 0 <= _number(throttled) < 300
+    assert 0 < _number(rate) < 2 * 600
+    assert "events delivered 300 of 300, still queued 0" in out
+    assert re.search(r"achieved / enforced limit\s+\d+\.\d%\s+target >= 95%\s+(PASS|MISS)", out)
+    assert re.search(r"429 share of answers\s+\d+\.\d\d%\s+target < 1%\s+(PASS|MISS)", out)
+    assert re.search(r"workers on the wire\s+\d+\.\d", out)
+    assert re.search(r"event loop: a 10 ms sleep took \d+ ms", out)
+    assert "queue thread: claim" in out
+
+    # Unthrottled: both contenders with positive rates, and their ratio.
+    assert "150 events (150 requests) per run" in out
+    for label in ("(f) Sender", "(g) naive"):
+        match = re.search(
+            rf"{re.escape(label)}.*?\s([\d,]+)\s+(\d+\.\d+)\s+[\d.]+-[\d.]+$", out, re.MULTILINE
+        )
+        assert match, label
+        assert _number(match.group(1)) > 0
+        assert float(match.group(2)) > 0
+    assert re.search(r"sender / naive requests/s\s+\d+\.\d\dx", out)
+    assert "all runs accepted every request" in out
+
+    # Peak RSS: a baseline and the file's run, both complete, with plausible sizes.
+    for label, events in (("baseline", 100), ("large", 2000)):
+        cells = _row(out, label)
+        assert _number(cells[0]) == events, cells
+        assert _number(cells[2]) == events, cells  # queued
+        assert _number(cells[3]) == events, cells  # delivered
+        assert cells[5] == "0", cells  # exit status
+        assert 10 < _number(cells[6]) < 2000, cells  # peak RSS, MB
+    assert "ran to the end: 2,000 events delivered" in out
+    assert re.search(r"peak RSS of send\s+\d+\.\d MB\s+target < 150 MB\s+(PASS|MISS)", out)
+    assert "memory over the large run" in out
