@@ -544,12 +544,12 @@ def _probe_lines(run: Run, result: DrainResult) -> None:
         "concurrency)"
     )
     print(
-        f"    workers on the wire      {wire:6.1f}   of {concurrency}; "
+        f"    requests on the wire     {wire:6.1f}   of {concurrency}; "
         f"{wire / run.rate * 1e3:.0f} ms per request at {run.rate:,.0f}/s (Little's law; "
         f"sandbox latency {LATENCY_MS} ms)"
     )
     print(
-        f"    workers at a bucket      {sum(waiting.values()):6.1f}   of {concurrency}; by "
+        f"    workers at a bucket      {sum(waiting.values()):6.1f}   of {2 * concurrency}; by "
         "endpoint, and the share of samples with none waiting there:"
     )
     for path in result.limits:

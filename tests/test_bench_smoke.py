@@ -81,7 +81,7 @@ def test_quick_delivery_and_rss_benchmarks_report_every_figure() -> None:
     assert "events delivered 300 of 300, still queued 0" in out
     assert re.search(r"achieved / enforced limit\s+\d+\.\d%\s+target >= 95%\s+(PASS|MISS)", out)
     assert re.search(r"429 share of answers\s+\d+\.\d\d%\s+target < 1%\s+(PASS|MISS)", out)
-    assert re.search(r"workers on the wire\s+\d+\.\d", out)
+    assert re.search(r"requests on the wire\s+\d+\.\d", out)
     assert re.search(r"event loop: a 10 ms sleep took \d+ ms", out)
     assert "queue thread: claim" in out
 

@@ -49,7 +49,8 @@ class SenderSettings:
     Attributes:
         base_url: Attentive's API root (the sandbox's URL in tests and demos).
         token: The API key, sent as a Bearer token and never written anywhere.
-        concurrency: Requests in flight at once. 128 sustains the sum of Attentive's limits
+        concurrency: Requests on the wire at once (twice as many events may be claimed and
+            waiting for their endpoint's rate limit). 128 sustains the sum of Attentive's limits
             (5 endpoints at 150/s plus Identity at 10/s) up to 160 ms of latency.
         rate: Requests per second per endpoint (Attentive's limit, 150).
         rates: Per-path rate overrides (Identity: 10/s).
@@ -162,6 +163,9 @@ class Sender:
         self.stats = Stats()
         self.paused: Paused | None = None
         self.in_flight = 0
+        # Workers wait for their endpoint's rate limit without holding a connection: only
+        # requests actually on the wire count against the concurrency.
+        self._wire = asyncio.Semaphore(settings.concurrency)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="queue")
         self._pending: list[Settlement] = []
         self._has_pending = asyncio.Event()
@@ -201,7 +205,7 @@ class Sender:
         stop = stop or asyncio.Event()
         inbox: asyncio.Queue[Claim] = asyncio.Queue()
         workers = [
-            asyncio.create_task(self._worker(inbox)) for _ in range(self.settings.concurrency)
+            asyncio.create_task(self._worker(inbox)) for _ in range(2 * self.settings.concurrency)
         ]
         flusher = asyncio.create_task(self._flusher())
         try:
@@ -348,10 +352,11 @@ class Sender:
             request = requests[done]
             body = orjson.dumps(to_json(request.body))
             await self.limiter.acquire(request.path)
-            if self._stopping or self.paused is not None:
-                return _requeue(claim, attempts, throttles, done, first)
-            sent_at = self.clock()
-            status, text, retry_after = await self._post(request.path, body)
+            async with self._wire:
+                if self._stopping or self.paused is not None:
+                    return _requeue(claim, attempts, throttles, done, first)
+                sent_at = self.clock()
+                status, text, retry_after = await self._post(request.path, body)
             now = self.clock()
             verdict = classify(status)
             if verdict is not Verdict.AUTH:  # a refused key is not an attempt at all
