@@ -96,6 +96,10 @@ def test_send_delivers_the_samples_and_a_second_run_sends_nothing(
     assert again.returncode == 0, again.stderr
     assert "37 already queued before (not sent again)" in again.stderr
     assert len(sandbox.requests()) == sent
+    window_passed = cli("send", str(SAMPLES), *send_args(sandbox, queue, "--dedupe-window", "0"))
+    assert window_passed.returncode == 0, window_passed.stderr
+    assert "read 37: 37 new" in window_passed.stderr
+    assert len(sandbox.requests()) == 2 * sent
 
 
 def test_unreadable_lines_are_recorded_as_rejected(sandbox: SandboxProcess, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import orjson
 
 from attentive_router._config import Config
 from attentive_router._delivery import Progress, QueueBusyError, deliver, delivery_lock
-from attentive_router._queue import QueueError, Record, State
+from attentive_router._queue import DEFAULT_DEDUPE_WINDOW, QueueError, Record, State
 from attentive_router._retry import RetryPolicy
 from attentive_router._sender import DEFAULT_BASE_URL, USER_AGENT, SenderSettings, scrub
 from attentive_router._sqlite_queue import SQLiteQueue
@@ -144,6 +144,14 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
         default="default",
         help="deduplication scope: messageIds repeat only within one source (default: default)",
     )
+    send.add_argument(
+        "--dedupe-window",
+        type=float,
+        default=DEFAULT_DEDUPE_WINDOW / 3600,
+        metavar="HOURS",
+        help="an event whose messageId was queued this recently is not queued again "
+        "(default: %(default)s)",
+    )
     for add in (_queue_option, _target_options, _delivery_options, config_options):
         add(send)
 
@@ -222,7 +230,8 @@ def run_delivery(
     try:
         if args.command == "send":
             source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
-        queue = SQLiteQueue(args.queue)
+        window = getattr(args, "dedupe_window", DEFAULT_DEDUPE_WINDOW / 3600) * 3600
+        queue = SQLiteQueue(args.queue, dedupe_window=window)
     except OSError as error:
         print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
         return 2
