@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,3 +252,5 @@ def test_demo_runs_the_whole_pipeline() -> None:
     assert "delivered               32" in result.stdout
     assert "still queued             0" in result.stdout
     assert "POST /v1/events/ecommerce/purchase" in result.stdout
+    # The samples happened on 2026-01-08: older than Attentive's 12-hour journey horizon.
+    assert re.search(r"stale_event\s+29\b", result.stdout)

@@ -96,6 +96,11 @@ class Run:
                 f"  {path:<44}{status:>6}{count:>10,}"
                 for (path, status), count in sorted(stats.endpoints.items())
             )
+        if stats.warnings:
+            lines.append("transform warnings (the events were still sent)")
+            lines.extend(
+                f"  {code:<44}{count:>16,}" for code, count in sorted(stats.warnings.items())
+            )
         dead = self.remaining.get(State.DEAD, 0)
         if dead:
             lines.append(

@@ -80,6 +80,7 @@ class Stats:
     outcomes: Counter[str] = field(factory=Counter)
     reasons: Counter[tuple[str, str]] = field(factory=Counter)
     endpoints: Counter[tuple[str, str]] = field(factory=Counter)
+    warnings: Counter[str] = field(factory=Counter)
     requests: int = 0
     retries: int = 0
     throttled: int = 0
@@ -347,7 +348,10 @@ class Sender:
                 reason=outcome.reason,
                 message=outcome.message,
             )
-        return await self._send_all(claim, outcome.requests)
+        settlement = await self._send_all(claim, outcome.requests)
+        if settlement.state is not State.QUEUED:  # counted once, when the event is settled
+            self.stats.warnings.update(warning.code for warning in outcome.warnings)
+        return settlement
 
     async def _send_all(self, claim: Claim, requests: tuple[Request, ...]) -> Settlement:
         attempts, throttles = claim.attempts, claim.throttles
