@@ -29,7 +29,7 @@ from httpx_aiohttp import AiohttpTransport
 from attentive_router._config import Config, Context
 from attentive_router._json import to_json
 from attentive_router._outcome import Mapped, Request, Skipped
-from attentive_router._queue import Claim, Queue, Settlement, State
+from attentive_router._queue import Claim, Queue, QueueError, Settlement, State
 from attentive_router._ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter
 from attentive_router._retry import RetryPolicy, Verdict, classify, parse_retry_after
 from attentive_router._router import route
@@ -173,6 +173,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._stopping = False
         self._running: set[int] = set()
+        self._failure: QueueError | None = None
         self._flush_lock = asyncio.Lock()
         self._headers = {
             "Authorization": f"Bearer {settings.token}",
@@ -217,6 +218,10 @@ class Sender:
             await self._drain_pending()
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
+        if self._failure is not None:
+            # What could not be written stays in flight in the queue and is sent again
+            # after ``recover`` (at least once, never lost).
+            raise self._failure
         return self.stats
 
     async def _feed(
@@ -230,7 +235,7 @@ class Sender:
         # Claim in groups: every claim is a durable transaction, so topping up one event at a
         # time would spend the queue's time on commits.
         enough = max(1, room // 8)
-        while not stop.is_set() and self.paused is None:
+        while not stop.is_set() and self.paused is None and self._failure is None:
             self._wake.clear()
             space = room - self.in_flight
             if space < enough and self.in_flight > 0:
@@ -284,7 +289,10 @@ class Sender:
         abandoned = sorted(self._running)
         self._running.clear()
         if unstarted or abandoned:
-            await self.call(self.queue.release, unstarted + abandoned)
+            try:
+                await self.call(self.queue.release, unstarted + abandoned)
+            except QueueError as error:
+                self._failure = self._failure or error
         self.in_flight -= len(unstarted) + len(abandoned)
 
     async def _worker(self, inbox: asyncio.Queue[Claim]) -> None:
@@ -306,10 +314,15 @@ class Sender:
     async def _drain_pending(self) -> None:
         async with self._flush_lock:
             self._has_pending.clear()
-            if not self._pending:
+            if not self._pending or self._failure is not None:
                 return
             batch, self._pending = self._pending, []
-            await self.call(self.queue.settle, batch)
+            try:
+                await self.call(self.queue.settle, batch)
+            except QueueError as error:
+                self._failure = error
+                self._wake.set()
+                return
             self.in_flight -= len(batch)
             for settlement in batch:
                 self._count(settlement)
@@ -453,7 +466,7 @@ class Sender:
             response = await self.client.post(
                 self.settings.base_url.rstrip("/") + path, content=body, headers=self._headers
             )
-        except httpx.HTTPError as error:
+        except Exception as error:  # noqa: BLE001 - any failure to get an answer is retried
             # Name the underlying failure (the transport may map it to a broader httpx class).
             cause = error.__cause__ or error
             text = f"{type(cause).__name__}: {cause or error}"
