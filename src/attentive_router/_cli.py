@@ -153,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Map Segment-spec analytics events (identify, page, track with the eCommerce "
-        "v2 names) to Attentive's REST API requests.",
+        "v2 names) to Attentive's REST API requests, and deliver them: queued on disk, sent "
+        "within Attentive's rate limits, retried, and dead-lettered with a reason when they "
+        "cannot be delivered.",
+        epilog="start with: attentive-router demo (no Attentive account needed); "
+        "attentive-router COMMAND --help for each command",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     transform = commands.add_parser(
