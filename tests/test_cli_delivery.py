@@ -20,6 +20,12 @@ from attentive_router._queue import State
 from attentive_router._sandbox_process import SandboxProcess
 from attentive_router._sqlite_queue import SQLiteQueue
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
+    sys.path.insert(0, str(ROOT))
+
+from tests.delivery_harness import custom_event  # noqa: E402
+
 SAMPLES = Path(__file__).parents[1] / "src/attentive_router/samples/sample-events.ndjson"
 TOKEN = "cli-test-token-7f3a91"
 
@@ -61,20 +67,8 @@ def send_args(sandbox: SandboxProcess, queue: Path, *rest: str) -> list[str]:
 
 
 def custom_events(count: int, users: int = 5, prefix: str = "evt") -> bytes:
-    lines = [
-        orjson.dumps(
-            {
-                "type": "track",
-                "event": "Gift Card Redeemed",
-                "messageId": f"{prefix}-{i}",
-                "userId": f"user-{i % users}",
-                "properties": {"amount": i},
-                "context": {"traits": {"email": f"user{i % users}@example.com"}},
-            }
-        )
-        for i in range(count)
-    ]
-    return b"\n".join(lines) + b"\n"
+    lines = [custom_event(f"{prefix}-{i}", f"user-{i % users}", i) for i in range(count)]
+    return b"\n".join(orjson.dumps(line) for line in lines) + b"\n"
 
 
 def accepted_ids(sandbox: SandboxProcess) -> Counter[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,21 +17,17 @@ from attentive_router._retry import RetryPolicy
 from attentive_router._sender import Sender, SenderSettings
 from attentive_router._sqlite_queue import SQLiteQueue
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
+    sys.path.insert(0, str(ROOT))
+
+from tests.delivery_harness import custom_event  # noqa: E402
+
 NOW = time.time()
 
 
 def events(count: int) -> list[dict[str, object]]:
-    return [
-        {
-            "type": "track",
-            "event": "Gift Card Redeemed",
-            "messageId": f"m{i}",
-            "userId": f"u{i}",
-            "properties": {"n": i},
-            "context": {"traits": {"email": f"u{i}@example.com"}},
-        }
-        for i in range(count)
-    ]
+    return [custom_event(f"m{i}", f"u{i}", i) for i in range(count)]
 
 
 class FailingSettles(SQLiteQueue):

@@ -29,7 +29,7 @@ from attentive_router._input import read_events
 from attentive_router._json import to_record
 from attentive_router._models import JSONObject
 from attentive_router._router import route
-from attentive_router._summary import Progress, Tally
+from attentive_router._summary import Progress, Tally, progress_wanted
 
 PROG = "attentive-router"
 
@@ -227,8 +227,7 @@ def transform(
         print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
         return 2
     size = None if args.file == "-" else os.fstat(source.fileno()).st_size
-    show = args.progress == "always" or (args.progress == "auto" and stderr.isatty())
-    progress = Progress(stderr, "transform", show)
+    progress = Progress(stderr, "transform", progress_wanted(args.progress, stderr))
     tally = Tally()
     started = time.monotonic()
 

@@ -18,11 +18,13 @@ import httpx
 import orjson
 
 from attentive_router._config import Config
-from attentive_router._delivery import Progress, QueueBusyError, deliver, delivery_lock
+from attentive_router._delivery import QueueBusyError, deliver, delivery_lock
 from attentive_router._queue import DEFAULT_DEDUPE_WINDOW, QueueError, Record, State
+from attentive_router._ratelimit import IDENTITY_PATH
 from attentive_router._retry import RetryPolicy
 from attentive_router._sender import DEFAULT_BASE_URL, USER_AGENT, SenderSettings, scrub
 from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._summary import Progress, progress_wanted
 
 PROG = "attentive-router"
 TOKEN_ENV = "ATTENTIVE_API_TOKEN"  # noqa: S105 - the name of the variable, not a key
@@ -101,7 +103,7 @@ def _delivery_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--identity-rate",
         type=float,
-        default=next(iter(defaults.rates.values())),
+        default=defaults.rates[IDENTITY_PATH],
         metavar="PER_S",
         help="requests per second to the Identity endpoint (default: %(default)s)",
     )
@@ -211,7 +213,7 @@ def _settings(args: argparse.Namespace, token: str, config: Config) -> SenderSet
         token=token,
         concurrency=max(1, args.concurrency),
         rate=args.rate,
-        rates={"/v1/identity-resolution/user-identifiers": args.identity_rate},
+        rates={IDENTITY_PATH: args.identity_rate},
         policy=RetryPolicy(max_attempts=args.max_attempts, window=args.retry_window * 3600),
         config=config,
         timeout=args.timeout,
@@ -237,8 +239,10 @@ def run_delivery(
         return 2
     except QueueError as error:
         print(f"{PROG}: {error}", file=stderr)
+        if source is not None and source is not stdin:
+            source.close()
         return 2
-    show = args.progress == "always" or (args.progress == "auto" and stderr.isatty())
+    show = progress_wanted(args.progress, stderr)
     try:
         with delivery_lock(args.queue):
             run = asyncio.run(

@@ -23,6 +23,7 @@ from attentive_router._input import read_events
 from attentive_router._intake import from_item
 from attentive_router._queue import NewEvent, Queue, State
 from attentive_router._sender import Paused, Sender, SenderSettings, Stats, make_client
+from attentive_router._summary import Progress
 
 PUT_BATCH = 500
 """Events queued per transaction while reading a file."""
@@ -124,48 +125,25 @@ class Run:
         return 0
 
 
-@define
-class Progress:
-    """A one-line progress bar on a terminal: events settled, rate, retries and ETA."""
-
-    stream: IO[str]
-    label: str
-    enabled: bool
-    interval: float = 0.25
-    _started: float = field(factory=time.monotonic)
-    _shown: float = 0.0
-
-    def update(self, sender: Sender, total: int) -> None:
-        """Redraw (at most every ``interval`` seconds)."""
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._shown < self.interval:
-            return
-        self._shown = now
-        done = sender.stats.settled
-        elapsed = max(now - self._started, 1e-9)
-        rate = done / elapsed
-        width = 24
-        share = min(done / total, 1.0) if total else 0.0
-        bar = "#" * int(share * width)
-        eta = f"ETA {(total - done) / rate:,.0f}s" if rate > 0 and total > done else ""
-        self.stream.write(
-            f"\r{self.label} [{bar:<{width}}] {done:,}/{total:,} {rate:,.0f}/s "
-            f"retries {sender.stats.retries:,} {eta}  "
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Clear the line."""
-        if self.enabled and self._shown:
-            self.stream.write("\r\x1b[2K")
-            self.stream.flush()
+def draw_progress(line: Progress, sender: Sender, total: int) -> None:
+    """Redraw ``line`` (when due) as a bar: events settled of ``total``, rate, retries, ETA."""
+    elapsed = line.due()
+    if elapsed is None:
+        return
+    done = sender.stats.settled
+    rate = done / elapsed
+    width = 24
+    share = min(done / total, 1.0) if total else 0.0
+    bar = "#" * int(share * width)
+    eta = f"ETA {(total - done) / rate:,.0f}s" if rate > 0 and total > done else ""
+    line.show(
+        f" [{bar:<{width}}] {done:,}/{total:,} {rate:,.0f}/s retries {sender.stats.retries:,} {eta}"
+    )
 
 
 async def _tick(progress: Progress, sender: Sender, total: Callable[[], int]) -> None:
     while True:
-        progress.update(sender, total())
+        draw_progress(progress, sender, total())
         await asyncio.sleep(progress.interval)
 
 

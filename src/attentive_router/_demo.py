@@ -15,11 +15,12 @@ from typing import IO, Any
 
 import orjson
 
-from attentive_router._delivery import Progress, deliver
+from attentive_router._delivery import deliver
 from attentive_router._retry import RetryPolicy
 from attentive_router._sandbox_process import SandboxProcess
 from attentive_router._sender import SenderSettings
 from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._summary import Progress
 
 DEMO_FAULTS: dict[str, Any] = {
     "error_rate": 0.15,

@@ -29,7 +29,7 @@ from httpx_aiohttp import AiohttpTransport
 from attentive_router._config import Config, Context
 from attentive_router._json import to_json
 from attentive_router._outcome import Mapped, Request, Skipped
-from attentive_router._queue import Claim, Queue, QueueError, Settlement, State
+from attentive_router._queue import FINAL_STATES, Claim, Queue, QueueError, Settlement, State
 from attentive_router._ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter
 from attentive_router._retry import RetryPolicy, Verdict, classify, parse_retry_after
 from attentive_router._router import route
@@ -88,10 +88,7 @@ class Stats:
     @property
     def settled(self) -> int:
         """Events that reached a final state in this run."""
-        return sum(
-            self.outcomes[s.label]
-            for s in (State.DELIVERED, State.SKIPPED, State.REJECTED, State.DEAD)
-        )
+        return sum(self.outcomes[state.label] for state in FINAL_STATES)
 
 
 @frozen
