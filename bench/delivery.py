@@ -124,6 +124,9 @@ class TimedQueue:
     def counts(self) -> dict[State, int]:
         return self.inner.counts()
 
+    def oldest_queued(self) -> float | None:
+        return self.inner.oldest_queued()
+
     def records(self, state: State | None = None, limit: int = 100, after: int = 0) -> list[Record]:
         return self.inner.records(state, limit, after)
 

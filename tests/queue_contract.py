@@ -464,6 +464,22 @@ class QueueContract:
             in_flight=1, delivered=2, skipped=1, rejected=2, dead=1
         )
 
+    def test_oldest_queued_is_the_earliest_receipt_among_open_events(
+        self, queue_factory: Opener
+    ) -> None:
+        queue = queue_factory()
+        assert queue.oldest_queued() is None
+        queue.put([event("a", "ua", T0 + 5), event("b", "ub", T0 + 2)], T0 + 5)
+        queue.put([event("c", "uc", T0 + 9), event("r", rejected=("invalid_json", "no"))], T0 + 9)
+        assert queue.oldest_queued() == T0 + 2
+        claims = queue.claim(T0 + 10, 3)  # in flight is not settled yet: still counted
+        assert queue.oldest_queued() == T0 + 2
+        queue.release(c.id for c in claims)
+        finish(queue, ["b"], State.DELIVERED, now=T0 + 10)
+        assert queue.oldest_queued() == T0 + 5
+        finish(queue, ["a", "c"], State.DEAD, now=T0 + 10)
+        assert queue.oldest_queued() is None
+
     def test_records_filters_by_state_and_pages_by_id(self, queue_factory: Opener) -> None:
         queue = queue_factory()
         queue.put([event(f"k{i}", f"u{i}") for i in range(6)], T0)

@@ -43,17 +43,27 @@ def _expand(document: Any, line: int) -> Iterator[Item]:
         }
         for event in document["batch"]:
             if isinstance(event, dict) and shared:
-                merged = dict(event)
-                for key, value in shared.items():
-                    own = event.get(key)
-                    merged[key] = {**value, **own} if isinstance(own, Mapping) else own or value
-                event = merged  # noqa: PLW2901 - the merged copy replaces the item
-            yield Item(line, event)
+                yield Item(line, merge_envelope(event, shared))
+            else:
+                yield Item(line, event)
     elif isinstance(document, list):
         for event in document:
             yield from _expand(event, line) if _is_envelope(event) else (Item(line, event),)
     else:
         yield Item(line, document)
+
+
+def merge_envelope(event: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``event`` with a batch envelope's ``context`` and ``integrations`` merged in.
+
+    The event's own keys win; an event's non-object ``context`` is kept as it is (and judged
+    by the transform).
+    """
+    merged = dict(event)
+    for key, value in shared.items():
+        own = event.get(key)
+        merged[key] = {**value, **own} if isinstance(own, Mapping) else own or value
+    return merged
 
 
 def _is_envelope(value: Any) -> bool:

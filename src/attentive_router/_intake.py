@@ -24,7 +24,7 @@ def _text(value: Any) -> str | None:
     return None
 
 
-class _UnstorableError(ValueError):
+class UnstorableError(ValueError):
     """The event cannot be written as JSON at all."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -33,7 +33,7 @@ class _UnstorableError(ValueError):
         self.message = message
 
 
-def _dumps(event: Any, *, sort: bool = False) -> bytes:
+def dumps(event: Any, *, sort: bool = False) -> bytes:
     """JSON bytes of ``event`` (orjson, or the standard library beyond orjson's depth limit)."""
     try:
         return orjson.dumps(event, option=orjson.OPT_SORT_KEYS if sort else None)
@@ -42,18 +42,16 @@ def _dumps(event: Any, *, sort: bool = False) -> bytes:
     try:
         return json.dumps(event, sort_keys=sort, separators=(",", ":"), ensure_ascii=False).encode()
     except RecursionError:
-        raise _UnstorableError(
+        raise UnstorableError(
             "too_deep", "the event is nested too deeply to be stored or sent"
         ) from None
     except UnicodeEncodeError:
-        raise _UnstorableError(
+        raise UnstorableError(
             "invalid_string",
             "the event holds a string that is not valid Unicode (a lone surrogate)",
         ) from None
     except (TypeError, ValueError) as error:
-        raise _UnstorableError(
-            "not_json", f"the event cannot be written as JSON: {error}"
-        ) from None
+        raise UnstorableError("not_json", f"the event cannot be written as JSON: {error}") from None
 
 
 def digest(data: bytes) -> str:
@@ -69,15 +67,15 @@ def new_event(event: Any, received_at: float, source: str = "default") -> NewEve
     ``anonymousId``) are delivered in order.
     """
     try:
-        data = _dumps(event)
-    except _UnstorableError as error:
+        data = dumps(event)
+    except UnstorableError as error:
         # Nothing of it can be written down, so it has no content key either: a fresh one
         # keeps the record of its rejection from being taken for a duplicate.
         fresh = f"unstorable:{uuid.uuid4()}"
         rejected = (error.reason, error.message)
         return NewEvent(fresh, f"event:{fresh}", b"null", received_at, source, rejected)
     fields = event if isinstance(event, dict) else {}
-    key = _text(fields.get("messageId")) or digest(_dumps(event, sort=True))
+    key = _text(fields.get("messageId")) or digest(dumps(event, sort=True))
     user = _text(fields.get("userId")) or _text(fields.get("anonymousId"))
     return NewEvent(
         key=key,

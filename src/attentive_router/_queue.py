@@ -201,6 +201,10 @@ class Queue(Protocol):
         """Number of events in each state."""
         ...
 
+    def oldest_queued(self) -> float | None:
+        """The receipt time of the oldest event not yet settled (queued or in flight), or None."""
+        ...
+
     def records(self, state: State | None = None, limit: int = 100, after: int = 0) -> list[Record]:
         """Events in id order (optionally only those in ``state``), ids above ``after``."""
         ...

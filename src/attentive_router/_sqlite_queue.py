@@ -119,6 +119,11 @@ class SQLiteQueue:
         path: The database file; created with its tables when missing.
         dedupe_window: Seconds during which a repeated ``(source, key)`` is ignored.
         retention: Seconds finished events are kept before ``prune`` forgets them.
+        busy_timeout: Seconds to wait for another process's write lock before failing with
+            ``QueueError``.
+
+    ``counts`` and ``oldest_queued`` read through a second connection: in WAL mode a reader
+    never waits for a writer, so a metrics scrape does not hold up events being queued.
     """
 
     def __init__(
@@ -127,14 +132,18 @@ class SQLiteQueue:
         *,
         dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
         retention: float = DEFAULT_RETENTION,
+        busy_timeout: float = 10.0,
     ) -> None:
         self.path = Path(path)
         self.dedupe_window = dedupe_window
         self.retention = retention
         self._lock = threading.Lock()
+        self._reader_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._timeout = busy_timeout
         try:
             self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
@@ -165,6 +174,22 @@ class SQLiteQueue:
         with self._lock:
             try:
                 return action(self._db)
+            except sqlite3.Error as error:
+                msg = f"queue {self.path}: {error}"
+                raise QueueError(msg) from error
+
+    def _snapshot(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the second connection (opened on first use)."""
+        with self._reader_lock:
+            try:
+                if self._reader is None:
+                    self._reader = sqlite3.connect(
+                        self.path,
+                        isolation_level=None,
+                        check_same_thread=False,
+                        timeout=self._timeout,
+                    )
+                return action(self._reader)
             except sqlite3.Error as error:
                 msg = f"queue {self.path}: {error}"
                 raise QueueError(msg) from error
@@ -261,11 +286,20 @@ class SQLiteQueue:
 
     def counts(self) -> dict[State, int]:
         """Number of events in each state (every state is present)."""
-        rows = self._read(
+        rows = self._snapshot(
             lambda db: db.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall()
         )
         found = {State(state): count for state, count in rows}
         return {state: found.get(state, 0) for state in State}
+
+    def oldest_queued(self) -> float | None:
+        """The receipt time of the oldest event queued or in flight, or None."""
+        value = self._snapshot(
+            lambda db: db.execute(
+                "SELECT min(received_at) FROM events WHERE state IN (0, 1)"
+            ).fetchone()[0]
+        )
+        return None if value is None else float(value)
 
     def records(self, state: State | None = None, limit: int = 100, after: int = 0) -> list[Record]:
         """Events in id order, optionally only those in ``state``."""
@@ -310,6 +344,10 @@ class SQLiteQueue:
 
     def close(self) -> None:
         """Close the database."""
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self._lock:
             self._db.close()
 
