@@ -23,6 +23,7 @@ from attentive_router._cli_delivery import (
     run_dead_letters,
     run_delivery,
 )
+from attentive_router._cli_serve import add_serve_parser, run_serve_command
 from attentive_router._config import Config, Context
 from attentive_router._expressions import parse_timestamp
 from attentive_router._input import read_events
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(transform)
     _add_sandbox_parser(commands)
     add_parsers(commands, _config_options)
+    add_serve_parser(commands, _config_options)
     commands.add_parser(
         "demo",
         help="send the bundled sample events to a local sandbox and show what arrived",
@@ -303,6 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 2
         return run_delivery(args, config, sys.stdin.buffer, sys.stderr)
+    if args.command == "serve":
+        try:
+            config = _config(args)
+        except ValueError as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return 2
+        return run_serve_command(args, config, sys.stdout, sys.stderr)
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
     if args.command == "check":

@@ -82,7 +82,7 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _delivery_options(parser: argparse.ArgumentParser) -> None:
+def _delivery_options(parser: argparse.ArgumentParser, progress: bool = True) -> None:
     defaults = SenderSettings(base_url="", token="")
     policy = defaults.policy
     group = parser.add_argument_group("delivery")
@@ -121,12 +121,13 @@ def _delivery_options(parser: argparse.ArgumentParser) -> None:
         metavar="HOURS",
         help="... and this long after its first attempt (default: %(default)s)",
     )
-    group.add_argument(
-        "--progress",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="progress bar on stderr (default: auto, when stderr is a terminal)",
-    )
+    if progress:
+        group.add_argument(
+            "--progress",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="progress bar on stderr (default: auto, when stderr is a terminal)",
+        )
 
 
 def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
