@@ -16,41 +16,31 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import weakref
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import orjson
+
+from attentive_router._child import ChildServer, ChildServerError
 
 _ANNOUNCEMENT = re.compile(
     r"^attentive sandbox listening on (?P<url>http://\S+) \(token: (?P<token>\S+)\)$", re.MULTILINE
 )
 
 
-class SandboxError(RuntimeError):
+class SandboxError(ChildServerError):
     """The sandbox did not start, or its admin API refused a request."""
 
 
-def _terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
-
-
-class SandboxProcess:
+class SandboxProcess(ChildServer):
     """A sandbox server in a subprocess, with a small client of its admin API."""
+
+    name = "the sandbox"
+    announcement = _ANNOUNCEMENT
+    error = SandboxError
 
     def __init__(  # noqa: PLR0913 - one keyword per sandbox option
         self,
@@ -88,104 +78,11 @@ class SandboxProcess:
             command.append("--no-rate-limits")
         if record is not None:
             command += ["--record", os.fspath(record)]
-        self.command = [*command, *args]
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._directory: Path | None = None
-        self._stderr = ""
-        self._client: httpx.Client | None = None
-        self._url = ""
+        super().__init__([*command, *args], startup_timeout, stop_timeout)
         self._token = ""
-        self.returncode: int | None = None
 
-    def start(self) -> Self:
-        """Start the sandbox and wait until it accepts connections.
-
-        Raises:
-            SandboxError: It exited or did not announce its URL in time; the message holds
-                what it wrote to stderr.
-        """
-        if self._process is not None:
-            raise SandboxError("this sandbox was already started")
-        self._directory = Path(tempfile.mkdtemp(prefix="attentive-sandbox-"))
-        with (
-            (self._directory / "stdout").open("wb") as stdout,
-            (self._directory / "stderr").open("wb") as stderr,
-        ):
-            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                self.command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-            )
-        weakref.finalize(self, _terminate, self._process, self.stop_timeout)
-        try:
-            match = self._wait_for_announcement()
-        except BaseException:
-            self.stop()
-            raise
-        self._url, self._token = match["url"], match["token"]
-        self._client = httpx.Client(base_url=self._url, timeout=10.0, trust_env=False)
-        return self
-
-    def _wait_for_announcement(self) -> re.Match[str]:
-        assert self._process is not None
-        assert self._directory is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            text = (self._directory / "stdout").read_text(errors="replace")
-            match = _ANNOUNCEMENT.search(text)
-            if match is not None:
-                return match
-            status = self._process.poll()
-            if status is not None:
-                problem = f"exited with status {status} before announcing its URL"
-                raise SandboxError(self._failure(problem))
-            if time.monotonic() > deadline:
-                problem = f"did not announce its URL within {self.startup_timeout:g} s"
-                raise SandboxError(self._failure(problem))
-            time.sleep(0.02)
-
-    def _failure(self, problem: str) -> str:
-        return f"the sandbox ({' '.join(self.command)}) {problem}; stderr:\n{self.stderr()}"
-
-    def stderr(self) -> str:
-        """What the sandbox has written to stderr so far (all of it, once stopped)."""
-        if self._directory is None:
-            return self._stderr
-        return (self._directory / "stderr").read_text(errors="replace")
-
-    def stop(self) -> int | None:
-        """Stop the sandbox (SIGTERM, then kill) and clean up; return its exit status."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._url = ""
-        if self._process is not None and self.returncode is None:
-            self.returncode = _terminate(self._process, self.stop_timeout)
-        if self._directory is not None:
-            self._stderr = self.stderr()
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
-        return self.returncode
-
-    def __enter__(self) -> Self:
-        """Start the sandbox."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the sandbox."""
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:40123``."""
-        if not self._url:
-            raise SandboxError("the sandbox is not running")
-        return self._url
+    def _announced(self, match: re.Match[str]) -> None:
+        self._token = match["token"]
 
     @property
     def token(self) -> str:
@@ -198,11 +95,6 @@ class SandboxProcess:
     def auth_headers(self) -> dict[str, str]:
         """The ``Authorization`` header of an authenticated request."""
         return {"Authorization": f"Bearer {self.token}"}
-
-    @property
-    def pid(self) -> int | None:
-        """The process id of the sandbox, once started."""
-        return None if self._process is None else self._process.pid
 
     def _admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._client is None:
