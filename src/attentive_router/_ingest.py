@@ -172,9 +172,23 @@ class _Envelope:
     ``integrations``, and its ``sentAt``.
     """
 
+    received: datetime
+    received_iso: str
     call: str | None
-    shared: Mapping[str, Any] = {}
-    sent: Any = None
+    shared: Mapping[str, Any]
+    sent: Any
+
+    @classmethod
+    def of(
+        cls,
+        received_at: float,
+        call: str | None,
+        shared: Mapping[str, Any] | None = None,
+        sent: Any = None,
+    ) -> _Envelope:
+        """The envelope of a request received at ``received_at`` (seconds since the epoch)."""
+        received = datetime.fromtimestamp(received_at, UTC)
+        return cls(received, format_timestamp(received), call, shared or {}, sent)
 
 
 class _ItemError(Exception):
@@ -182,10 +196,6 @@ class _ItemError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def _iso(moment: datetime) -> str:
-    return format_timestamp(moment)
 
 
 def _id(item: Mapping[str, Any], name: str) -> str | None:
@@ -255,7 +265,7 @@ def _check(item: Any, call: str | None) -> dict[str, Any]:
     return item
 
 
-def _stamped(item: dict[str, Any], envelope: _Envelope, received: datetime) -> dict[str, Any]:
+def _stamped(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
     """The stored form of a valid item: merged, typed, identified and timed."""
     size = _size(item)
     if size > MAX_EVENT_BYTES:
@@ -281,10 +291,10 @@ def _stamped(item: dict[str, Any], envelope: _Envelope, received: datetime) -> d
         except UnstorableError as error:
             raise _ItemError(error.reason, error.message) from None
         event["messageId"] = str(uuid.UUID(bytes=content[:16], version=4))
-    event["receivedAt"] = _iso(received)
+    event["receivedAt"] = envelope.received_iso
     if sent is not None and original is not None:
         try:
-            corrected = received - (sent - original)
+            corrected = envelope.received - (sent - original)
         except OverflowError:
             raise _ItemError(
                 "invalid_timestamp",
@@ -293,7 +303,7 @@ def _stamped(item: dict[str, Any], envelope: _Envelope, received: datetime) -> d
             ) from None
         event["sentAt"] = sent_raw
         event["originalTimestamp"] = original_raw
-        event["timestamp"] = _iso(corrected)
+        event["timestamp"] = format_timestamp(corrected)
     elif timestamp is None and original is None:
         event["timestamp"] = event["receivedAt"]
     elif sent_raw is not None:
@@ -322,9 +332,8 @@ def _size(item: Any) -> int:
 def _entry(
     item: Any, envelope: _Envelope, received_at: float, source: str
 ) -> tuple[NewEvent, Rejection | None]:
-    received = datetime.fromtimestamp(received_at, UTC)
     try:
-        event = _stamped(_check(item, envelope.call), envelope, received)
+        event = _stamped(_check(item, envelope.call), envelope)
     except _ItemError as error:
         entry = _rejected(item, error.reason, error.message, received_at, source)
         return entry, Rejection(0, error.reason, error.message)
@@ -341,7 +350,7 @@ def prepare_single(document: Any, call: str, received_at: float, source: str) ->
         BodyError: 400 when the event breaks Segment's rules (the client is told, nothing
             is stored).
     """
-    entry, rejection = _entry(document, _Envelope(call), received_at, source)
+    entry, rejection = _entry(document, _Envelope.of(received_at, call), received_at, source)
     if rejection is not None:
         raise BodyError(400, rejection.reason, rejection.message)
     return entry
@@ -379,7 +388,7 @@ def prepare_batch(document: Any, received_at: float, source: str) -> Prepared:
         raise BodyError(
             400, "invalid_timestamp", f"sentAt {_shown(envelope_sent)} is not an ISO 8601 timestamp"
         )
-    envelope = _Envelope(None, shared, envelope_sent)
+    envelope = _Envelope.of(received_at, None, shared, envelope_sent)
     events: list[NewEvent] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(items):
