@@ -26,8 +26,9 @@ CORS_ENV = "ATTENTIVE_ROUTER_CORS_ORIGINS"
 
 SERVE_EPILOG = f"""\
 endpoints (Segment's HTTP Tracking API):
-  POST /v1/batch  /v1/import                          what server libraries send
+  POST /v1/batch  /v1/import  /v1/b                   what server libraries send
   POST /v1/track  /v1/page  /v1/identify  /v1/screen  /v1/group  /v1/alias
+  POST /v1/t  /v1/p  /v1/i  /v1/s  /v1/g  /v1/a        what analytics.js sends
   GET  /healthz   GET /metrics (Prometheus)
 
 The write key is the user name of HTTP Basic auth, or "writeKey" in the body. 200 means the

@@ -52,15 +52,13 @@ from attentive_router._sqlite_queue import SQLiteQueue
 
 T = TypeVar("T")
 
+_CALLS = ("track", "page", "identify", "screen", "group", "alias")
 SINGLE_CALLS = {
-    "/v1/track": "track",
-    "/v1/page": "page",
-    "/v1/identify": "identify",
-    "/v1/screen": "screen",
-    "/v1/group": "group",
-    "/v1/alias": "alias",
+    **{f"/v1/{call}": call for call in _CALLS},
+    # analytics.js posts each call to the first letter of its type (``/v1/t`` for track).
+    **{f"/v1/{call[0]}": call for call in _CALLS},
 }
-BATCH_PATHS = ("/v1/batch", "/v1/import")
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
 _ACCEPTED_TYPES = ("application/json", "text/plain")
 _SHOWN_REJECTIONS = 5
 PRUNE_EVERY = 3600.0
@@ -334,7 +332,12 @@ def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
                 allow_methods=["POST", "OPTIONS"],
-                allow_headers=["Content-Type", "Content-Encoding", "Authorization"],
+                allow_headers=[
+                    "Content-Type",
+                    "Content-Encoding",
+                    "Authorization",
+                    "X-Retry-Count",
+                ],
                 max_age=600,
             )
         )
