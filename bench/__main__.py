@@ -18,8 +18,11 @@ Contenders:
 Delivery (``bench/delivery.py``) and memory (``bench/rss.py``) follow: the sender draining a
 queue into a sandbox that enforces Attentive's rate limits, the sender against a naive
 one-request-at-a-time loop without limits, and the peak RSS of ``attentive-router send`` on a
-1,000,000-event file. ``--only transform|delivery|rss`` (comma-separated; ``drain`` and
-``unthrottled`` name the two halves of ``delivery``) runs a part of the benchmark.
+1,000,000-event file. Ingest (``bench/ingest.py``) closes the run: ``attentive-router serve``
+taking 100-event ``/v1/batch`` requests over 127.0.0.1, events/s stored durably and request
+latency, beside the raw SQLite insert rate. ``--only transform|delivery|rss|ingest``
+(comma-separated; ``drain`` and ``unthrottled`` name the two halves of ``delivery``) runs a
+part of the benchmark.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from attentive_router import Context, Rejected, TransformWarning, route, to_reco
 from attentive_router._mapping import Transform
 from attentive_router._router import DEFAULT_DISPATCH, MAPPED_CALLS, Dispatch, _select
 from attentive_router._source import Source, read_source
-from bench import delivery, instructions, rss, system
+from bench import delivery, ingest, instructions, rss, system
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 from bench.profiling import profile
 
@@ -374,7 +377,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_parts,
         metavar="PARTS",
         help="run only these parts, comma-separated: transform, delivery (= drain,unthrottled), "
-        "drain, unthrottled, rss (default: all)",
+        "drain, unthrottled, rss, ingest (default: all)",
     )
     group = parser.add_argument_group("delivery and memory")
     group.add_argument(
@@ -412,13 +415,49 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds the send run may take; a longer one is stopped with SIGINT once the file "
         "is queued (default %(default)g)",
     )
+    group = parser.add_argument_group("ingest")
+    group.add_argument(
+        "--ingest-events",
+        type=int,
+        metavar="N",
+        help=f"events posted per server run (default {ingest.EVENTS:,}; "
+        f"--quick {QUICK_INGEST_EVENTS:,})",
+    )
+    group.add_argument(
+        "--ingest-rounds",
+        type=int,
+        metavar="R",
+        help=f"interleaved rounds (default {ingest.ROUNDS}; --quick 1)",
+    )
+    group.add_argument(
+        "--ingest-connections",
+        type=_counts,
+        metavar="C[,C...]",
+        help="connection counts of the load generator; the first is judged against the targets "
+        f"(default {','.join(map(str, ingest.CONNECTIONS))}; "
+        f"--quick {','.join(map(str, QUICK_INGEST_CONNECTIONS))})",
+    )
     return parser
 
 
-PARTS = ("transform", "drain", "unthrottled", "rss")
+PARTS = ("transform", "drain", "unthrottled", "rss", "ingest")
 QUICK_DRAIN_EVENTS = 300
 QUICK_UNTHROTTLED_EVENTS = 200
 QUICK_RSS_EVENTS = 2_000
+QUICK_INGEST_EVENTS = 2_000
+QUICK_INGEST_CONNECTIONS = (8,)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        msg = f"expected connection counts such as 8 or 8,1,16, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not counts or min(counts) < 1 or len(set(counts)) < len(counts):
+        msg = f"connection counts must be positive and distinct, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return counts
 
 
 def _parts(text: str) -> frozenset[str]:
@@ -447,7 +486,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     delivery_rounds = args.delivery_rounds or (1 if args.quick else delivery.ROUNDS)
     rss_events = args.rss_events or (QUICK_RSS_EVENTS if args.quick else rss.RSS_EVENTS)
-    sizes = (events, rounds, drain_events, unthrottled_events, delivery_rounds, rss_events)
+    ingest_events = args.ingest_events or (QUICK_INGEST_EVENTS if args.quick else ingest.EVENTS)
+    ingest_rounds = args.ingest_rounds or (1 if args.quick else ingest.ROUNDS)
+    connections = args.ingest_connections or (
+        QUICK_INGEST_CONNECTIONS if args.quick else ingest.CONNECTIONS
+    )
+    sizes = (
+        *(events, rounds, drain_events, unthrottled_events, delivery_rounds, rss_events),
+        *(ingest_events, ingest_rounds),
+    )
     if min(sizes) < 1 or args.rss_budget <= 0:
         print("python -m bench: sizes, rounds and the budget must be positive", file=sys.stderr)
         return 2
@@ -470,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if "rss" in parts:
         rss.report(rss.measure(rss_events, args.rss_budget, args.seed))
+    if "ingest" in parts:
+        status = ingest.run(ingest_events, ingest_rounds, connections, args.seed) or status
     return status
 
 

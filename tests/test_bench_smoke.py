@@ -108,3 +108,49 @@ def test_quick_delivery_and_rss_benchmarks_report_every_figure() -> None:
     assert "ran to the end: 2,000 events delivered" in out
     assert re.search(r"peak RSS of send\s+\d+\.\d MB\s+target < 150 MB\s+(PASS|MISS)", out)
     assert "memory over the large run" in out
+
+
+def test_quick_ingest_benchmark_reports_rates_latencies_and_durability() -> None:
+    command = [
+        *(sys.executable, "-m", "bench", "--quick", "--only", "ingest"),
+        *("--ingest-events", "1000", "--ingest-connections", "4,1"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "1,000 events per run as 10 requests of up to 100 events" in out
+    assert "cores" in out
+
+    # Every server run: a rate, p50 <= p99 <= max, and CPU per 1,000 events.
+    for label in (
+        "(h) serve, closed loop, 1 connection",
+        "(h) serve, closed loop, 4 connections  (judged)",
+        "(i) serve, open loop, 5,000 events/s offered",
+    ):
+        rate, p50, p99, top, server, client, _ = _row(out, label)
+        assert _number(rate) > 0, label
+        assert 0 < float(p50) <= float(p99) <= float(top), label
+        assert float(server) > 0, label
+        assert float(client) > 0, label
+    for label in (
+        "(j) ceiling: SQLiteQueue.put, 100/transaction",
+        "(k) raw sqlite3 executemany, 100/transaction",
+        "(l) parse + prepare_batch only, no storage",
+    ):
+        assert _number(_row(out, label)[0]) > 0, label
+
+    # 3 runs of 10 requests, answered 200, plus the warm-up (4 + 1 + 2 requests), all on disk.
+    assert re.search(r"answers over all runs \(warm-up aside\): 200: 30;", out)
+    assert "as many as the answers listed: yes" in out
+    assert re.search(
+        r"acknowledged events on disk\s+3,700\s+target = 3,700\s+PASS\s+\(3 runs\)", out
+    )
+    for target in (
+        r"accepted events/s, 4 connections\s+[\d,]+\s+target >= 5,000",
+        r"p99 at 5,000 events/s offered\s+\d+\.\d ms\s+target < 100 ms",
+        r"p99 at full load, 4 connections\s+\d+\.\d ms\s+target < 100 ms",
+        r"put ceiling / ingest, 4 connections\s+\d+\.\d\dx\s+target <= 2.0x",
+    ):
+        assert re.search(target + r"\s+(PASS|MISS)", out), target
