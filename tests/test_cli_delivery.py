@@ -248,3 +248,7 @@ def test_demo_runs_the_whole_pipeline() -> None:
     assert "POST /v1/events/ecommerce/purchase" in result.stdout
     # The samples happened on 2026-01-08: older than Attentive's 12-hour journey horizon.
     assert re.search(r"stale_event\s+29\b", result.stdout)
+    # The same samples through `serve`, posted as one Segment batch.
+    assert "POST /v1/batch (37 events): 200" in result.stdout
+    assert "the server's queue: 32 delivered, 3 skipped, 2 rejected" in result.stdout
+    assert 'attentive_router_events_total{outcome="delivered",reason=""} 32.0' in result.stdout

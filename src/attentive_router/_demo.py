@@ -2,13 +2,15 @@
 
 Starts the Attentive sandbox on a free loopback port (with a few injected failures, so that
 retries show), sends the bundled sample events through queue, transform and delivery, then
-prints the run's summary and some of the requests the sandbox accepted.
+prints the run's summary and some of the requests the sandbox accepted. Then it starts
+``serve`` in front of the same sandbox and posts the samples to it as a Segment library would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -16,9 +18,12 @@ from typing import IO, Any
 import orjson
 
 from attentive_router._delivery import deliver
+from attentive_router._input import read_events
+from attentive_router._queue import State
 from attentive_router._retry import RetryPolicy
 from attentive_router._sandbox_process import SandboxProcess
 from attentive_router._sender import SenderSettings
+from attentive_router._serve_process import ServeProcess
 from attentive_router._sqlite_queue import SQLiteQueue
 from attentive_router._summary import Progress
 
@@ -77,4 +82,48 @@ def run_demo(stdout: IO[str], stderr: IO[str]) -> int:
             if first is not None:
                 body = orjson.dumps(first["body"], option=orjson.OPT_INDENT_2).decode()
                 print(f"\nPOST {path}\n{body}", file=stdout)
+        sandbox.reset()
+        _through_serve(samples, Path(tmp), sandbox, stdout)
     return run.exit_status
+
+
+SETTLE_TIMEOUT = 60.0
+
+
+def _through_serve(samples: Path, tmp: Path, sandbox: SandboxProcess, stdout: IO[str]) -> None:
+    """Post the samples to ``serve`` as one Segment batch and show what became of them."""
+    with samples.open("rb") as source:
+        events = [item.event for item in read_events(source) if item.error is None]
+    queue_path = tmp / "serve.db"
+    with ServeProcess(
+        queue=queue_path, sandbox=sandbox, write_keys=["demo=demo-write-key"]
+    ) as serve:
+        print(f"\nnow through HTTP: attentive-router serve on {serve.url}", file=stdout)
+        answer = serve.post(
+            "/v1/batch",
+            content=orjson.dumps({"batch": events, "sentAt": None}),
+            headers={"Content-Type": "application/json"},
+            auth=("demo-write-key", ""),
+        )
+        print(
+            f"POST /v1/batch ({len(events)} events): {answer.status_code} {answer.text}",
+            file=stdout,
+        )
+        queue = SQLiteQueue(queue_path)
+        try:
+            deadline = time.monotonic() + SETTLE_TIMEOUT
+            counts = queue.counts()
+            while counts[State.QUEUED] + counts[State.IN_FLIGHT] and time.monotonic() < deadline:
+                time.sleep(0.2)
+                counts = queue.counts()
+        finally:
+            queue.close()
+        shown = ", ".join(f"{counts[state]} {state.label}" for state in State if counts[state])
+        print(f"the server's queue: {shown}", file=stdout)
+        metrics = [
+            line
+            for line in serve.get("/metrics").text.splitlines()
+            if line.startswith(("attentive_router_events_total", "attentive_router_queue_depth"))
+        ]
+        print("from its /metrics:", *metrics, sep="\n  ", file=stdout)
+        print(f"the sandbox accepted {len(sandbox.requests())} request(s) from it", file=stdout)
