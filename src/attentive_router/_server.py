@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import hmac
 import logging
+import math
 import signal
 import socket
 import time
@@ -420,7 +421,7 @@ async def _serve(
         access_log=False,
         lifespan="off",
         log_config=None,
-        timeout_graceful_shutdown=max(1, int(settings.grace)),
+        timeout_graceful_shutdown=max(1, math.ceil(settings.grace)),
         server_header=False,
     )
     host, port = sock.getsockname()[:2]
@@ -442,10 +443,16 @@ async def _serve(
 
     server = _Server(config, announce)
     stop = asyncio.Event()
+
+    def _on_signal(signum: int) -> None:
+        # Requests in flight and deliveries in flight get the same grace period, side by side.
+        server.handle_exit(signum, None)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     signals = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.handle_exit, signum, None)
+        loop.add_signal_handler(signum, _on_signal, signum)
         signals.append(signum)
     tasks = [asyncio.create_task(_prune_now_and_then(ingest, stop))]
     if settings.sender is not None:
