@@ -77,6 +77,7 @@ CODES = {
         "invalid_id",
         "event_too_large",
         "invalid_string",
+        "number_out_of_range",
         "not_json",
     },
     401: {"unauthorized"},
@@ -95,6 +96,11 @@ RAW_VALUES = (
     b'{"a": ' * 300 + b"1" + b"}" * 300,
     b"[" * 900 + b"]" * 900,
     b'{"a": ' * 960 + b"1" + b"}" * 960,
+    b'{"a": ' * 1010 + b"1" + b"}" * 1010,
+    b'"a\\ud800b"',
+    b"1e400",
+    b"-1e400",
+    b"1180591620717411303424",
 )
 """JSON texts spliced into an event as they are: what orjson would not write, or not this way."""
 _PLACEHOLDER = "\x00raw\x00"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -22,7 +24,14 @@ from attrs import evolve, frozen
 
 from attentive_router._expressions import format_timestamp, parse_timestamp
 from attentive_router._input import merge_envelope
-from attentive_router._intake import UnstorableError, digest, dumps, new_event
+from attentive_router._intake import (
+    UNSTORABLE,
+    OutOfRangeNumber,
+    UnstorableError,
+    digest,
+    dumps,
+    new_event,
+)
 from attentive_router._queue import NewEvent
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -120,31 +129,41 @@ def _refuse(name: str) -> Any:
     raise ValueError(msg)
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _float(text: str) -> float | OutOfRangeNumber:
+    value = float(text)
+    return value if math.isfinite(value) else OutOfRangeNumber(text)
+
+
 def loads(data: bytes) -> Any:
     """Parse a request body; ``BodyError`` (400) when it is not JSON.
 
-    orjson reads almost every body. It refuses a few that are valid JSON: escaped lone
-    surrogates, integers beyond 64 bits, nesting past 1,024 levels. Those are read again with
-    the standard library, so that the request is accepted and only the item holding such a
-    value is judged on its own.
+    orjson reads almost every body. It refuses a few that are valid JSON (escaped lone
+    surrogates, numbers beyond a double's range, nesting past 1,024 levels) and reads integers
+    beyond 64 bits as floats. Those bodies are read with the standard library instead, which
+    keeps such integers exact, so that the request is accepted and only the item holding an
+    impossible value is judged on its own.
     """
     data = data.removeprefix(_BOM)
     if not data.strip():
         raise BodyError(400, "empty_body", "the request body is empty: expected a JSON object")
+    first: orjson.JSONDecodeError | None = None
+    if _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            first = error
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        first = error
-    try:
-        return json.loads(data, parse_constant=_refuse)
+        return json.loads(data, parse_constant=_refuse, parse_float=_float)
     except RecursionError:
         raise BodyError(
             400, "too_deep", "the body is nested too deeply to be read as JSON"
         ) from None
-    except ValueError:
-        raise BodyError(
-            400, "invalid_json", f"the body is not valid JSON ({first.msg} at position {first.pos})"
-        ) from None
+    except ValueError as error:
+        where = f"{first.msg} at position {first.pos}" if first is not None else str(error)
+        raise BodyError(400, "invalid_json", f"the body is not valid JSON ({where})") from None
 
 
 @frozen
@@ -169,7 +188,8 @@ class _Envelope:
     """What a request says of all its events.
 
     That is the call its path implies (single calls), the batch's shared ``context`` and
-    ``integrations``, and its ``sentAt``.
+    ``integrations``, its ``sentAt``, and its body (kept with an item that cannot be stored
+    on its own).
     """
 
     received: datetime
@@ -177,6 +197,7 @@ class _Envelope:
     call: str | None
     shared: Mapping[str, Any]
     sent: Any
+    raw: bytes
 
     @classmethod
     def of(
@@ -185,10 +206,11 @@ class _Envelope:
         call: str | None,
         shared: Mapping[str, Any] | None = None,
         sent: Any = None,
+        raw: bytes = b"",
     ) -> _Envelope:
         """The envelope of a request received at ``received_at`` (seconds since the epoch)."""
         received = datetime.fromtimestamp(received_at, UTC)
-        return cls(received, format_timestamp(received), call, shared or {}, sent)
+        return cls(received, format_timestamp(received), call, shared or {}, sent, raw)
 
 
 class _ItemError(Exception):
@@ -252,7 +274,8 @@ def _check(item: Any, call: str | None) -> dict[str, Any]:
             "invalid_type",
             f"type {_shown(kind)} is not a Segment call ({', '.join(sorted(CALL_TYPES))})",
         )
-    if _id(item, "userId") is None and _id(item, "anonymousId") is None:
+    user, anonymous = _id(item, "userId"), _id(item, "anonymousId")
+    if user is None and anonymous is None:
         raise _ItemError("missing_id", "the event has neither a userId nor an anonymousId")
     if (call or kind) == "track":
         name = item.get("event")
@@ -304,22 +327,33 @@ def _stamped(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
         event["sentAt"] = sent_raw
         event["originalTimestamp"] = original_raw
         event["timestamp"] = format_timestamp(corrected)
-    elif timestamp is None and original is None:
-        event["timestamp"] = event["receivedAt"]
-    elif sent_raw is not None:
-        event["sentAt"] = sent_raw
+    else:
+        if sent_raw is not None:
+            event["sentAt"] = sent_raw
+        if timestamp is None and original is None:
+            event["timestamp"] = event["receivedAt"]
     return event
 
 
-def _rejected(item: Any, reason: str, message: str, received_at: float, source: str) -> NewEvent:
+def _rejected(
+    item: Any, verdict: tuple[str, str], envelope: _Envelope, received_at: float, source: str
+) -> NewEvent:
     """The stored record of an item that is not accepted, kept with its data for a replay.
 
     Its key is a digest of its content, never its messageId: a corrected event sent again
-    with the same messageId must not be taken for a duplicate of the rejected one.
+    with the same messageId must not be taken for a duplicate of the rejected one. An item
+    that cannot be written as JSON at all is kept as the whole request body it came in.
     """
+    if isinstance(item, dict) and "writeKey" in item:
+        item = {name: value for name, value in item.items() if name != "writeKey"}
     entry = new_event(item, received_at, source)
-    key = "rejected:" + digest(entry.event)
-    return evolve(entry, key=key, user=f"event:{key}", rejected=entry.rejected or (reason, message))
+    if entry.key.startswith(UNSTORABLE):
+        key = entry.key
+        if entry.event == b"null" and envelope.raw:
+            entry = evolve(entry, event=envelope.raw)
+    else:
+        key = "rejected:" + digest(entry.event)
+    return evolve(entry, key=key, user=f"event:{key}", rejected=verdict)
 
 
 def _size(item: Any) -> int:
@@ -335,11 +369,14 @@ def _entry(
     try:
         event = _stamped(_check(item, envelope.call), envelope)
     except _ItemError as error:
-        entry = _rejected(item, error.reason, error.message, received_at, source)
+        verdict = (error.reason, error.message)
+        entry = _rejected(item, verdict, envelope, received_at, source)
         return entry, Rejection(0, error.reason, error.message)
     entry = new_event(event, received_at, source)
     if entry.rejected is not None:
-        return entry, Rejection(0, *entry.rejected)
+        reason, message = entry.rejected
+        entry = _rejected(item, (reason, message), envelope, received_at, source)
+        return entry, Rejection(0, reason, message)
     return entry, None
 
 
@@ -356,7 +393,7 @@ def prepare_single(document: Any, call: str, received_at: float, source: str) ->
     return entry
 
 
-def prepare_batch(document: Any, received_at: float, source: str) -> Prepared:
+def prepare_batch(document: Any, received_at: float, source: str, raw: bytes = b"") -> Prepared:
     """The queue entries of a ``/v1/batch`` request.
 
     An item that breaks Segment's rules does not fail the batch: it is stored as rejected,
@@ -388,7 +425,7 @@ def prepare_batch(document: Any, received_at: float, source: str) -> Prepared:
         raise BodyError(
             400, "invalid_timestamp", f"sentAt {_shown(envelope_sent)} is not an ISO 8601 timestamp"
         )
-    envelope = _Envelope.of(received_at, None, shared, envelope_sent)
+    envelope = _Envelope.of(received_at, None, shared, envelope_sent, raw)
     events: list[NewEvent] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(items):

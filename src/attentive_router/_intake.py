@@ -33,6 +33,32 @@ class UnstorableError(ValueError):
         self.message = message
 
 
+class OutOfRangeNumber:
+    """A JSON number too large for a float (``1e400``), as read from a request body.
+
+    It is kept as its text so that the event can be rejected by name rather than written
+    as ``null`` or ``Infinity``.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _refuse_out_of_range(value: Any) -> Any:
+    if isinstance(value, OutOfRangeNumber):
+        raise UnstorableError(
+            "number_out_of_range",
+            f"the event holds the number {value.text[:40]}, too large to be represented",
+        )
+    msg = f"Object of type {type(value).__name__} is not JSON serializable"
+    raise TypeError(msg)
+
+
 def dumps(event: Any, *, sort: bool = False) -> bytes:
     """JSON bytes of ``event`` (orjson, or the standard library beyond orjson's depth limit)."""
     try:
@@ -40,7 +66,14 @@ def dumps(event: Any, *, sort: bool = False) -> bytes:
     except orjson.JSONEncodeError:
         pass
     try:
-        return json.dumps(event, sort_keys=sort, separators=(",", ":"), ensure_ascii=False).encode()
+        return json.dumps(
+            event,
+            sort_keys=sort,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+            default=_refuse_out_of_range,
+        ).encode()
     except RecursionError:
         raise UnstorableError(
             "too_deep", "the event is nested too deeply to be stored or sent"
@@ -50,8 +83,22 @@ def dumps(event: Any, *, sort: bool = False) -> bytes:
             "invalid_string",
             "the event holds a string that is not valid Unicode (a lone surrogate)",
         ) from None
+    except UnstorableError:
+        raise
     except (TypeError, ValueError) as error:
         raise UnstorableError("not_json", f"the event cannot be written as JSON: {error}") from None
+
+
+UNSTORABLE = "unstorable:"
+"""Key prefix of events that cannot be written as JSON as they are."""
+
+
+def _escaped(event: Any) -> bytes:
+    """The event as ASCII JSON (a lone surrogate written as its escape), else ``null``."""
+    try:
+        return json.dumps(event, ensure_ascii=True, allow_nan=False).encode()
+    except (RecursionError, TypeError, ValueError):
+        return b"null"
 
 
 def digest(data: bytes) -> str:
@@ -69,11 +116,11 @@ def new_event(event: Any, received_at: float, source: str = "default") -> NewEve
     try:
         data = dumps(event)
     except UnstorableError as error:
-        # Nothing of it can be written down, so it has no content key either: a fresh one
-        # keeps the record of its rejection from being taken for a duplicate.
-        fresh = f"unstorable:{uuid.uuid4()}"
+        # It cannot be written as it is, so it has no content key either: a fresh one keeps
+        # the record of its rejection from being taken for a duplicate.
+        fresh = f"{UNSTORABLE}{uuid.uuid4()}"
         rejected = (error.reason, error.message)
-        return NewEvent(fresh, f"event:{fresh}", b"null", received_at, source, rejected)
+        return NewEvent(fresh, f"event:{fresh}", _escaped(event), received_at, source, rejected)
     fields = event if isinstance(event, dict) else {}
     key = _text(fields.get("messageId")) or digest(dumps(event, sort=True))
     user = _text(fields.get("userId")) or _text(fields.get("anonymousId"))

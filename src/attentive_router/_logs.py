@@ -18,10 +18,10 @@ import orjson
 
 LOGGER = "attentive_router"
 
-_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+\.[^\s@'\"<>(),;:]+")
-# A run of 7 to 15 digits, optionally with a leading + and single separators between digits;
+_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+")
+# A run of 7 to 15 digits, optionally with a leading + and short separators between digits;
 # not part of a longer word, so ids, UUIDs and ISO timestamps are left alone.
-_PHONE = re.compile(r"(?<![\w+-])\+?\d(?:[ ().-]{0,2}\d){6,14}(?![\w-])")
+_PHONE = re.compile(r"(?<![\w+-])\+?\d(?:[ ()./-]{0,3}\d){6,14}(?![\w-])")
 
 
 def redact(text: str) -> str:

@@ -159,9 +159,10 @@ class Ingest:
         """The source name of a write key, compared in constant time."""
         if key is None:
             return None
+        given = key.encode(errors="surrogatepass")
         found = None
         for known, name in self.keys.items():
-            if hmac.compare_digest(known.encode(), key.encode()):
+            if hmac.compare_digest(known.encode(), given):
                 found = name
         return found
 
@@ -212,7 +213,8 @@ class Ingest:
         decoder = Decoder(request.headers.get("content-encoding"), limit)
         async for chunk in request.stream():
             decoder.feed(chunk)
-        document = loads(decoder.finish())
+        raw = decoder.finish()
+        document = loads(raw)
         source = self.source_of(basic if basic is not None else write_key_of(document))
         if source is None:
             return _unauthorized(
@@ -224,7 +226,7 @@ class Ingest:
         if call is not None:
             events: list[NewEvent] = [prepare_single(document, call, now, source)]
         else:
-            prepared = prepare_batch(document, now, source)
+            prepared = prepare_batch(document, now, source, raw)
             events, rejections = prepared.events, prepared.rejections
         try:
             result = await self.call(self.queue.put, events, now)
