@@ -81,6 +81,9 @@ P99_TARGET = 0.100
 CEILING_TARGET = 2.0
 """The ``SQLiteQueue.put`` ceiling should be at most this many times the ingest rate."""
 
+BUSY_MACHINE = 0.25
+"""Cores of other processes past which the report warns that the machine was not idle."""
+
 SOURCE = "bench"
 _SENT_AT = "2026-01-08T14:00:00.000Z"
 _SEEN = (
@@ -106,7 +109,7 @@ class Load:
 
     bodies: list[tuple[bytes, int]]
     """Each body with the number of events it holds."""
-    warmups: list[bytes]
+    warmups: list[tuple[bytes, int]]
     events: int
 
     @property
@@ -132,7 +135,7 @@ def build_load(events: int, warmups: int, seed: int) -> Load:
     for number in range(warmups):
         for index, event in enumerate(parsed[:BATCH]):
             extra.append({**event, "messageId": f"bench-warmup-{number}-{index}"})
-    return Load(_bodies(parsed), [body for body, _ in _bodies(extra)], events)
+    return Load(_bodies(parsed), _bodies(extra), events)
 
 
 # -- the server, under load ---------------------------------------------------------------------
@@ -251,7 +254,7 @@ async def _load_server(server: ServeProcess, load: Load, run: ServeRun, seed: in
     ) as client:
         warm = _Poster(client, ServeRun(connections))
         warmups = load.warmups[: connections if run.offered is None else OPEN_WARMUPS]
-        await asyncio.gather(*(warm.post(body, BATCH, 0.0) for body in warmups))
+        await asyncio.gather(*(warm.post(body, events, 0.0) for body, events in warmups))
         run.listed_rejected += warm.run.listed_rejected
         poster = _Poster(client, run)
         gc.collect()
@@ -614,9 +617,16 @@ def report(result: IngestResult) -> int:
         f"{'yes' if all(r.stored_rejected == r.listed_rejected for r in every) else 'NO'}"
     )
     print(
-        "  others: CPU of the machine's other processes during the runs, in cores (the load "
-        "generator is 'client')"
+        "  others: CPU of the machine's other processes (and kernel threads) during the runs, "
+        "in cores; the load generator is 'client'"
     )
+    busy = statistics.median(run.others_cpu / run.seconds for run in every if run.seconds)
+    if busy > BUSY_MACHINE:
+        print(
+            f"  NOTE: other processes kept {busy:.2f} cores busy (median over the runs): the "
+            "server and the load generator shared the machine, so rates are lower and latencies "
+            "higher than on an idle one"
+        )
     print()
     lines = _target_lines(result)
     for label, value, target, met, detail in lines:
