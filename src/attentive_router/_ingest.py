@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -129,7 +128,10 @@ def _refuse(name: str) -> Any:
     raise ValueError(msg)
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Digits to "0", everything else to " ": a run of 19 zeros then marks a number that may not
+# fit in 64 bits (a C-speed scan; a regular expression takes several times as long).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def _float(text: str) -> float | OutOfRangeNumber:
@@ -150,7 +152,7 @@ def loads(data: bytes) -> Any:
     if not data.strip():
         raise BodyError(400, "empty_body", "the request body is empty: expected a JSON object")
     first: orjson.JSONDecodeError | None = None
-    if _LONG_DIGITS.search(data) is None:
+    if data.translate(_DIGITS_ONLY).find(_LONG_RUN) < 0:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as error:
