@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -224,3 +225,36 @@ def test_the_database_file_is_created_with_its_tables(path: Path) -> None:
     finally:
         db.close()
     assert {"events", "seen"} <= tables
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_checkpoint_every_moves_the_wal_into_the_file_off_the_writers_path(
+    path: Path, background: bool
+) -> None:
+    """With ``checkpoint_every`` a thread copies committed pages into the database file.
+
+    Without it, SQLite does so only at a commit crossing its 1,000-page threshold, so a few
+    small puts stay in the WAL. Either way nothing committed is lost.
+    """
+    queue = SQLiteQueue(path, checkpoint_every=0.05 if background else None)
+    try:
+        before = path.stat().st_size
+        for batch in range(5):
+            queue.put([event(f"k{batch}-{i}", f"u{i}") for i in range(50)], T0)
+        autocheckpoint = queue._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        time.sleep(0.5)
+        after = path.stat().st_size
+        assert queue.counts()[State.QUEUED] == 250
+    finally:
+        queue.close()
+    if background:
+        assert autocheckpoint == 0
+        assert after > before
+    else:
+        assert autocheckpoint == 1000
+        assert after == before
+    reopened = SQLiteQueue(path)
+    try:
+        assert reopened.counts()[State.QUEUED] == 250
+    finally:
+        reopened.close()

@@ -63,6 +63,8 @@ BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
 _ACCEPTED_TYPES = ("application/json", "text/plain")
 _SHOWN_REJECTIONS = 5
 PRUNE_EVERY = 3600.0
+CHECKPOINT_EVERY = 0.5
+"""Seconds between WAL checkpoints, done off the request path."""
 RESTART_AFTER = 5.0
 """Seconds before delivery starts again after the queue failed under it."""
 
@@ -508,7 +510,10 @@ def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
     configure(settings.log_level, settings.log_format, stderr)
     try:
         queue = SQLiteQueue(
-            settings.queue, dedupe_window=settings.dedupe_window, busy_timeout=settings.busy_timeout
+            settings.queue,
+            dedupe_window=settings.dedupe_window,
+            busy_timeout=settings.busy_timeout,
+            checkpoint_every=CHECKPOINT_EVERY,
         )
     except QueueError as error:
         print(f"{prog}: {error}", file=stderr)

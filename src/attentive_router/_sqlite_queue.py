@@ -121,6 +121,9 @@ class SQLiteQueue:
         retention: Seconds finished events are kept before ``prune`` forgets them.
         busy_timeout: Seconds to wait for another process's write lock before failing with
             ``QueueError``.
+        checkpoint_every: When given, a background thread checkpoints the WAL at this interval
+            (seconds) instead of the commit that crosses SQLite's threshold (for a server,
+            whose commits keep clients waiting).
 
     ``counts`` and ``oldest_queued`` read through a second connection: in WAL mode a reader
     never waits for a writer, so a metrics scrape does not hold up events being queued.
@@ -133,6 +136,7 @@ class SQLiteQueue:
         dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
         retention: float = DEFAULT_RETENTION,
         busy_timeout: float = 10.0,
+        checkpoint_every: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.dedupe_window = dedupe_window
@@ -141,6 +145,8 @@ class SQLiteQueue:
         self._reader_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._timeout = busy_timeout
+        self._stopping = threading.Event()
+        self._checkpointer: threading.Thread | None = None
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -148,9 +154,35 @@ class SQLiteQueue:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(_SCHEMA)
+            if checkpoint_every is not None:
+                self._db.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as error:
             msg = f"cannot open the queue {self.path}: {error}"
             raise QueueError(msg) from error
+        if checkpoint_every is not None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_now_and_then,
+                args=(checkpoint_every,),
+                name="queue-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_now_and_then(self, interval: float) -> None:
+        """Copy the WAL into the database file off the writers' path (``checkpoint_every``).
+
+        A commit that crosses SQLite's automatic threshold would otherwise do this work, and
+        its fsync, while a client waits for its answer. A passive checkpoint never blocks a
+        writer; committed transactions are durable in the WAL either way.
+        """
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=self._timeout)
+        try:
+            db.execute("PRAGMA synchronous = FULL")
+            while not self._stopping.wait(interval):
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            db.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -344,6 +376,9 @@ class SQLiteQueue:
 
     def close(self) -> None:
         """Close the database."""
+        self._stopping.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
