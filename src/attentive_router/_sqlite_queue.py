@@ -111,6 +111,21 @@ WHERE id = :id AND state = 1
 
 T = TypeVar("T")
 
+_ROWS_PER_STATEMENT = 250
+"""Rows per multi-row INSERT (10 values each: well inside SQLite's limit on parameters)."""
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _keys_by_source(events: Sequence[NewEvent]) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for item in events:
+        keys.setdefault(item.source, []).append(item.key)
+    return keys
+
 
 class SQLiteQueue:
     """A durable queue in one SQLite file (see ``Queue`` for what each method promises).
@@ -227,45 +242,53 @@ class SQLiteQueue:
                 raise QueueError(msg) from error
 
     def put(self, events: Sequence[NewEvent], now: float) -> Enqueued:
-        """Store ``events`` in one transaction; skip keys seen within the window."""
-        accepted = 0
-        rejected: list[str] = []
+        """Store ``events`` in one transaction; skip keys seen within the window.
+
+        A put is a handful of statements whatever its size: one look-up of the keys already
+        seen, then multi-row inserts. The sqlite3 module lets go of the GIL at every step of
+        a statement and must win it back from the event loop's thread afterwards; one
+        statement per event made a put crawl while a server's loop was busy parsing.
+        """
         cutoff = now - self.dedupe_window
         with self._transaction() as db:
+            seen: set[tuple[str, str]] = set()
+            for source, keys in _keys_by_source(events).items():
+                for some in _chunks(keys, _ROWS_PER_STATEMENT * 4):
+                    marks = ", ".join("?" * len(some))
+                    found = db.execute(
+                        "SELECT key FROM seen WHERE source = ? AND at >= ? "  # noqa: S608 - placeholders only
+                        f"AND key IN ({marks})",
+                        (source, cutoff, *some),
+                    )
+                    seen.update((source, key) for (key,) in found)
+            accepted: list[NewEvent] = []
             for item in events:
-                fresh = db.execute(
-                    "INSERT INTO seen (source, key, at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (source, key) DO UPDATE SET at = excluded.at "
-                    "WHERE seen.at < ?",
-                    (item.source, item.key, now, cutoff),
-                ).rowcount
-                if not fresh:
-                    continue
-                accepted += 1
-                if item.rejected is None:
-                    state, reason, message, settled = State.QUEUED, None, None, None
-                else:
-                    state, settled = State.REJECTED, now
-                    reason, message = item.rejected
-                    rejected.append(reason)
+                if (item.source, item.key) not in seen:
+                    seen.add((item.source, item.key))
+                    accepted.append(item)
+            for chunk in _chunks(accepted, _ROWS_PER_STATEMENT):
+                marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+                params: list[Any] = []
+                for item in chunk:
+                    params += (item.source, item.key, now)
+                db.execute(f"INSERT OR REPLACE INTO seen (source, key, at) VALUES {marks}", params)  # noqa: S608
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                params = []
+                for item in chunk:
+                    if item.rejected is None:
+                        params += (item.key, item.source, item.user, 0, item.event)
+                        params += (item.received_at, item.received_at, None, None, None)
+                    else:
+                        params += (item.key, item.source, item.user, int(State.REJECTED))
+                        params += (item.event, item.received_at, item.received_at, now)
+                        params += item.rejected
                 db.execute(
-                    "INSERT INTO events (key, source, user, state, event, received_at, "
-                    "next_attempt_at, settled_at, reason, message) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        item.key,
-                        item.source,
-                        item.user,
-                        int(state),
-                        item.event,
-                        item.received_at,
-                        item.received_at,
-                        settled,
-                        reason,
-                        message,
-                    ),
+                    "INSERT INTO events (key, source, user, state, event, received_at, "  # noqa: S608 - placeholders only
+                    f"next_attempt_at, settled_at, reason, message) VALUES {marks}",
+                    params,
                 )
-        return Enqueued(accepted, len(events) - accepted, tuple(rejected))
+        rejected = tuple(item.rejected[0] for item in accepted if item.rejected is not None)
+        return Enqueued(len(accepted), len(events) - len(accepted), rejected)
 
     def claim(self, now: float, limit: int) -> list[Claim]:
         """Mark up to ``limit`` due events in flight and return them in id order."""
