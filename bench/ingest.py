@@ -34,7 +34,8 @@ Beside them, in the same rounds, the ceilings and the CPU part of the server's w
 
 Every round runs each contender once, in an order rotated from round to round; the report
 gives medians. Targets: at least 5,000 events/s accepted and the ingest rate within 2x of the
-``SQLiteQueue.put`` ceiling, at the first closed-loop connection count given (8 by default);
+raw sqlite3 ceiling (the issue's "raw SQLite insert rate"; the ``SQLiteQueue.put`` ceiling is
+judged the same way beside it), at the first closed-loop connection count given (8 by default);
 p99 under 100 ms, at 5,000 events/s offered and (stricter) at that full closed-loop load.
 """
 
@@ -79,7 +80,7 @@ RATE_TARGET = 5_000.0
 P99_TARGET = 0.100
 """Seconds under which 99 % of the requests should be answered."""
 CEILING_TARGET = 2.0
-"""The ``SQLiteQueue.put`` ceiling should be at most this many times the ingest rate."""
+"""Each ceiling (raw sqlite3, SQLiteQueue.put) should be at most this many times the ingest rate."""
 
 BUSY_MACHINE = 0.25
 """Cores of other processes past which the report warns that the machine was not idle."""
@@ -511,6 +512,10 @@ def _target_lines(result: IngestResult) -> list[tuple[str, str, str, bool, str]]
     ratio = put / rate if rate > 0 else math.inf
     puts = [result.load.events / seconds for seconds in result.ceilings["put"]]
     per_round = [ceiling / run.rate for ceiling, run in zip(puts, runs, strict=True)]
+    raw = result.rate("raw")
+    raw_ratio = raw / rate if rate > 0 else math.inf
+    raws = [result.load.events / seconds for seconds in result.ceilings["raw"]]
+    raw_rounds = [ceiling / run.rate for ceiling, run in zip(raws, runs, strict=True)]
     every = result.runs()
     stored = sum(run.stored for run in every)
     expected = sum(run.expected for run in every)
@@ -536,6 +541,13 @@ def _target_lines(result: IngestResult) -> list[tuple[str, str, str, bool, str]]
             f"< {P99_TARGET * 1e3:.0f} ms",
             p99 < P99_TARGET,
             _spread([run.percentile(0.99) * 1e3 for run in runs], ".1f") + " ms",
+        ),
+        (
+            f"raw sqlite3 ceiling / ingest, {at}",
+            f"{raw_ratio:.2f}x",
+            f"<= {CEILING_TARGET:.1f}x",
+            raw_ratio <= CEILING_TARGET,
+            _spread(raw_rounds, ".2f"),
         ),
         (
             f"put ceiling / ingest, {at}",
