@@ -32,6 +32,7 @@ from attentive_router._intake import (
     new_event,
 )
 from attentive_router._queue import NewEvent
+from attentive_router._source import json_type
 
 MAX_EVENT_BYTES = 32 * 1024
 """Largest event, as JSON (Segment's limit, for single calls and batch items alike)."""
@@ -234,15 +235,10 @@ def _id(item: Mapping[str, Any], name: str) -> str | None:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "null" if value is None else "a string"
+    name = json_type(value)
+    if name == "null":
+        return name
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def _moment(value: Any, name: str) -> datetime | None:
