@@ -172,3 +172,10 @@ def test_an_item_that_cannot_be_written_is_kept_as_its_request_body() -> None:
         assert [(r.index, r.reason) for r in prepared.rejections] == [(0, reason)]
         assert [e.event for e in prepared.events] == [body]
     assert "1e400" in prepared.rejections[0].message
+
+
+@pytest.mark.parametrize("kind", [{}, [], ["track"], 1, True])
+def test_a_type_that_is_not_a_string_is_invalid_type(kind: Any) -> None:
+    body = orjson.dumps({"batch": [{"type": kind, "userId": "u", "event": "x"}]})
+    prepared = _batch(body)
+    assert [(r.index, r.reason) for r in prepared.rejections] == [(0, "invalid_type")]

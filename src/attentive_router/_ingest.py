@@ -267,7 +267,7 @@ def _check(item: Any, call: str | None) -> dict[str, Any]:
             raise _ItemError("type_mismatch", f"type {_shown(kind)} posted to /v1/{call}")
     elif kind is None:
         raise _ItemError("missing_type", "the event has no type")
-    elif kind not in CALL_TYPES:
+    elif not isinstance(kind, str) or kind not in CALL_TYPES:
         raise _ItemError(
             "invalid_type",
             f"type {_shown(kind)} is not a Segment call ({', '.join(sorted(CALL_TYPES))})",
