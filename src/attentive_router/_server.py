@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import logging
 import math
@@ -118,8 +119,6 @@ def parse_write_key(value: str) -> tuple[str, str]:
             "a write key must be printable, without spaces or ':' (NAME=KEY or KEY)"
         )
     if not name:
-        import hashlib  # noqa: PLC0415 - only for unnamed keys
-
         name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
     elif not all(c.isalnum() or c in "-_." for c in name):
         raise ServeConfigError(f"write key name {name!r}: use letters, digits, '-', '_', '.'")
