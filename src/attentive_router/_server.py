@@ -65,7 +65,7 @@ BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
 _ACCEPTED_TYPES = ("application/json", "text/plain")
 _SHOWN_REJECTIONS = 5
 PRUNE_EVERY = 3600.0
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL = 0.0001
 """Seconds a thread may hold the GIL while another waits (Python's default is 0.005).
 
 The queue's thread lets go of the GIL at every SQLite step and must win it back from the
