@@ -413,7 +413,7 @@ def fuzz_id_of(record: Record) -> str | None:
     except orjson.JSONDecodeError:
         try:  # an item kept as ASCII JSON with a lone surrogate, which orjson refuses
             event = json.loads(record.event)
-        except ValueError:
+        except (ValueError, RecursionError):  # a request body kept whole (found by its bytes)
             return None
     value = event.get("fuzzId") if isinstance(event, dict) else None
     return value if isinstance(value, str) else None
