@@ -116,12 +116,6 @@ class ChildServer:
             return self._stderr
         return (self._directory / "stderr").read_text(errors="replace")
 
-    def stdout(self) -> str:
-        """What the server has written to stdout so far (empty once stopped)."""
-        if self._directory is None:
-            return ""
-        return (self._directory / "stdout").read_text(errors="replace")
-
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the server (e.g. ``SIGTERM``, or ``SIGKILL`` for a crash)."""
         if self._process is not None and self._process.poll() is None:

@@ -66,10 +66,6 @@ class ServeProcess(ChildServer):
             command += ["--base-url", sandbox.url, "--token", sandbox.token]
         super().__init__([*command, *args], startup_timeout, stop_timeout)
         self.write_key = write_keys[0].partition("=")[2] or write_keys[0] if write_keys else ""
-        self.mode = ""
-
-    def _announced(self, match: re.Match[str]) -> None:
-        self.mode = match["mode"]
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         """POST to the server (``kwargs`` as for ``httpx.Client.request``)."""

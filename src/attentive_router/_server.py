@@ -146,7 +146,6 @@ class Ingest:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
-        self.settings = settings
         self.keys = dict(settings.keys)
         self.delivery = delivery
         self.clock = clock
