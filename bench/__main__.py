@@ -28,27 +28,31 @@ part of the benchmark.
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib
 import platform
 import statistics
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import orjson
 
-from attentive_router import Context, Rejected, TransformWarning, route, to_record
-from attentive_router._mapping import Transform
-from attentive_router._router import DEFAULT_DISPATCH, MAPPED_CALLS, Dispatch, _select
-from attentive_router._source import Source, read_source
+from attentive_router import Context
+from attentive_router._transform.router import DEFAULT_DISPATCH
 from bench import delivery, ingest, instructions, rss, system
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 from bench.profiling import profile
+from bench.transform import (
+    Measurement,
+    Runner,
+    disagreements,
+    floor,
+    load_interpreter,
+    mapping_calls,
+    mappings_only,
+    measure,
+    outcome_counts,
+    pipeline,
+    transform_only,
+)
 
 PIPELINE_TO_FLOOR_TARGET = 2.0
 """The pipeline should take at most this many times the JSON floor's time."""
@@ -58,168 +62,6 @@ INTERPRETER_TO_PIPELINE_TARGET = 3.0
 
 QUICK_EVENTS = 2_000
 QUICK_ROUNDS = 2
-
-_OPTION = orjson.OPT_APPEND_NEWLINE
-_TESTS = Path(__file__).resolve().parent.parent / "tests"
-
-
-@dataclass
-class Measurement:
-    """One run of one contender: wall seconds, and named parts of them when it times parts."""
-
-    seconds: float
-    parts: dict[str, float] = field(default_factory=dict)
-
-
-Runner = Callable[[Sequence[bytes]], Measurement]
-
-
-# -- contenders -------------------------------------------------------------------------------
-
-
-def pipeline(
-    lines: Sequence[bytes], ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH
-) -> Measurement:
-    """What ``attentive-router transform`` does per NDJSON line (with the generated transforms,
-    or with another dispatch such as the rules interpreter's)."""
-    loads, dumps = orjson.loads, orjson.dumps
-    start = time.perf_counter()
-    for line in lines:
-        event = loads(line)
-        dumps(to_record(route(event, ctx, dispatch=dispatch), event), option=_OPTION)
-    return Measurement(time.perf_counter() - start)
-
-
-def floor(lines: Sequence[bytes]) -> Measurement:
-    """JSON in and out of the same lines, nothing else."""
-    loads, dumps = orjson.loads, orjson.dumps
-    start = time.perf_counter()
-    for line in lines:
-        dumps(loads(line), option=_OPTION)
-    return Measurement(time.perf_counter() - start)
-
-
-def transform_only(lines: Sequence[bytes], ctx: Context) -> Measurement:
-    """The pipeline with a clock between its stages; its seconds are route + to_record only.
-
-    Each event is timed right after it is parsed, as in the pipeline, so its objects are still
-    in the CPU caches and the heap stays as small as the pipeline's. The four clock reads per
-    event cost well under 1 % of an event's time.
-    """
-    loads, dumps = orjson.loads, orjson.dumps
-    clock = time.perf_counter
-    parsing = routing = recording = writing = 0.0
-    before = clock()
-    for line in lines:
-        event = loads(line)
-        parsed = clock()
-        outcome = route(event, ctx)
-        routed = clock()
-        record = to_record(outcome, event)
-        recorded = clock()
-        dumps(record, option=_OPTION)
-        written = clock()
-        parsing += parsed - before
-        routing += routed - parsed
-        recording += recorded - routed
-        writing += written - recorded
-        before = written
-    parts = {"loads": parsing, "route": routing, "to_record": recording, "dumps": writing}
-    return Measurement(routing + recording, parts)
-
-
-Calls = list[tuple[Source, tuple[Transform, ...]]]
-
-
-def mapping_calls(lines: Sequence[bytes], ctx: Context, dispatch: Dispatch) -> Calls:
-    """Each routable event resolved once, with the mapping functions the router would call."""
-    calls: Calls = []
-    for line in lines:
-        event = orjson.loads(line)
-        call = event.get("type") if isinstance(event, dict) else None
-        if call not in MAPPED_CALLS:
-            continue
-        src = read_source(event)
-        if isinstance(src, Rejected):
-            continue
-        selected = _select(call, event, ctx, dispatch)
-        if isinstance(selected, tuple):
-            calls.append((src, tuple(mapping.transform for mapping in selected)))
-    return calls
-
-
-def mappings_only(calls: Calls, ctx: Context) -> Measurement:
-    """The mapping functions alone (generated or interpreted) on pre-resolved events."""
-    start = time.perf_counter()
-    for src, transforms in calls:
-        warnings: list[TransformWarning] = []
-        for transform in transforms:
-            transform(src, ctx, warnings)
-    return Measurement(time.perf_counter() - start)
-
-
-# -- the interpreter ----------------------------------------------------------------------------
-
-
-def load_interpreter() -> tuple[Dispatch | None, str]:
-    """``interpreted_dispatch()`` of ``tests/rules_interpreter.py``, or why it is unavailable."""
-    if str(_TESTS) not in sys.path:
-        sys.path.insert(0, str(_TESTS))
-    try:
-        module = importlib.import_module("rules_interpreter")
-    except ImportError as error:
-        return None, f"tests/rules_interpreter.py cannot be imported ({error})"
-    factory: Any = getattr(module, "interpreted_dispatch", None)
-    if not callable(factory):
-        return None, "tests/rules_interpreter.py has no interpreted_dispatch()"
-    dispatch: Dispatch = factory()
-    return dispatch, ""
-
-
-def _record(line: bytes, ctx: Context, dispatch: Dispatch | None) -> bytes:
-    event = orjson.loads(line)
-    outcome = route(event, ctx) if dispatch is None else route(event, ctx, dispatch=dispatch)
-    return orjson.dumps(to_record(outcome, event), option=orjson.OPT_SORT_KEYS)
-
-
-def disagreements(lines: Sequence[bytes], ctx: Context, dispatch: Dispatch) -> int:
-    """How many of ``lines`` the interpreter turns into a different record than the pipeline.
-
-    Records are compared as JSON values: the order of object keys is not compared.
-    """
-    return sum(_record(line, ctx, None) != _record(line, ctx, dispatch) for line in lines)
-
-
-# -- measuring ----------------------------------------------------------------------------------
-
-
-def outcome_counts(lines: Sequence[bytes], ctx: Context) -> Counter[str]:
-    """Outcome (and reason) of every event; running it also warms the caches (phone numbers)."""
-    counts: Counter[str] = Counter()
-    for line in lines:
-        event = orjson.loads(line)
-        record = to_record(route(event, ctx), event)
-        reason = record.get("reason")
-        counts[f"{record['outcome']} ({reason})" if reason else str(record["outcome"])] += 1
-    return counts
-
-
-def measure(
-    contenders: dict[str, Runner], lines: Sequence[bytes], rounds: int
-) -> dict[str, list[Measurement]]:
-    """Run every contender once per round over ``lines``, rotating the order each round."""
-    names = list(contenders)
-    results: dict[str, list[Measurement]] = {name: [] for name in names}
-    for number in range(rounds):
-        shift = number % len(names)
-        order = names[shift:] + names[:shift]
-        for name in order:
-            gc.collect()
-            results[name].append(contenders[name](lines))
-        line = "  ".join(f"{name} {results[name][-1].seconds:.3f}s" for name in names)
-        print(f"  round {number + 1}/{rounds}: {line}", file=sys.stderr, flush=True)
-    return results
-
 
 # -- reporting ----------------------------------------------------------------------------------
 

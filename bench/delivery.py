@@ -45,13 +45,21 @@ import httpx
 import orjson
 
 from attentive_router import Context, Mapped, route, to_json
-from attentive_router._intake import new_event
-from attentive_router._queue import Claim, Enqueued, NewEvent, Queue, Record, Settlement, State
-from attentive_router._ratelimit import RateLimiter
-from attentive_router._sandbox import DEFAULT_RATE_LIMITS
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._sender import Sender, SenderSettings, make_client
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._delivery.ratelimit import RateLimiter
+from attentive_router._delivery.sender import Sender, SenderSettings, make_client
+from attentive_router._queue.intake import new_event
+from attentive_router._queue.interface import (
+    Claim,
+    Enqueued,
+    NewEvent,
+    Queue,
+    Record,
+    Settlement,
+    State,
+)
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
+from attentive_router._sandbox.server import DEFAULT_RATE_LIMITS
 from bench import delivery_corpus, system
 from bench.delivery_corpus import ENDPOINTS, Event
 

@@ -58,10 +58,10 @@ from pathlib import Path
 import httpx
 import orjson
 
-from attentive_router._ingest import loads, prepare_batch
-from attentive_router._queue import NewEvent, State
-from attentive_router._serve_process import ServeProcess
-from attentive_router._sqlite_queue import _SCHEMA, SQLiteQueue
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._ingest.parse import loads, prepare_batch
+from attentive_router._queue.interface import NewEvent, State
+from attentive_router._queue.sqlite import _SCHEMA, SQLiteQueue
 from bench import system
 from bench.corpus import generate
 

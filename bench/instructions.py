@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from attentive_router import Context
-from attentive_router._router import DEFAULT_DISPATCH
+from attentive_router._transform.router import DEFAULT_DISPATCH
+from bench import transform as contenders
 from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
 
 CONTENDERS = (
@@ -45,20 +46,18 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def _runner(contender: str, lines: Sequence[bytes], ctx: Context) -> Callable[[], object]:
-    from bench import __main__ as bench  # noqa: PLC0415 - the child imports what it measures
-
     if contender == "pipeline":
-        return lambda: bench.pipeline(lines, ctx)
+        return lambda: contenders.pipeline(lines, ctx)
     if contender == "floor":
-        return lambda: bench.floor(lines)
-    dispatch, why = bench.load_interpreter()
+        return lambda: contenders.floor(lines)
+    dispatch, why = contenders.load_interpreter()
     if dispatch is None:
         raise SystemExit(why)
     if contender == "interpreter":
-        return lambda: bench.pipeline(lines, ctx, dispatch)
+        return lambda: contenders.pipeline(lines, ctx, dispatch)
     chosen = DEFAULT_DISPATCH if contender == "generated_mappings" else dispatch
-    calls = bench.mapping_calls(lines, ctx, chosen)
-    return lambda: bench.mappings_only(calls, ctx)
+    calls = contenders.mapping_calls(lines, ctx, chosen)
+    return lambda: contenders.mappings_only(calls, ctx)
 
 
 def child(contender: str, passes: int, events: int, seed: int) -> None:

@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attentive_router._queue import State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._queue.interface import State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 from bench import delivery_corpus, system
 
 RSS_EVENTS = 1_000_000

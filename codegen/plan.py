@@ -90,7 +90,7 @@ def read_markers(path: Path) -> dict[str, frozenset[str]]:
 
 
 SHORTCUTS = {"KEEPS_NONBLANK_STRINGS": "nonblank_str", "PASSES_THROUGH": "identity"}
-"""Marker constants of ``_values.py`` and the shortcut the template takes for their functions."""
+"""Marker constants of ``values.py`` and the shortcut the template takes for their functions."""
 
 
 def read_classes(path: Path) -> dict[str, tuple[str, ...]]:
@@ -268,9 +268,9 @@ def _check_rule(
                     f"says {event.body}.{rule.output_key} is {'/'.join(_types_of(leaf))}"
                 )
     catalogue, params, module = (
-        (expressions, EXPRESSION_PARAMS, "_expressions.py")
+        (expressions, EXPRESSION_PARAMS, "expressions.py")
         if rule.is_expression
-        else (values, VALUE_PARAMS, "_values.py")
+        else (values, VALUE_PARAMS, "values.py")
     )
     signature = catalogue.get(rule.function)
     if signature is None:
@@ -358,7 +358,7 @@ def _plan_mapping(
         title = nodes[-1].get("title")
         if title is not None and title not in classes:
             problems.append(
-                f"{event.where}: schema object {title!r} has no model class in _models.py"
+                f"{event.where}: schema object {title!r} has no model class in models.py"
             )
             continue
         fields = tuple((snake(key) if title else key, var) for key, var in children[prefix].items())
@@ -429,19 +429,19 @@ def _can_be_none(
 
 
 def make_plan(spec: Spec, schema_document: Mapping[str, Any], package: Path) -> Plan:
-    """Resolve ``spec`` against the schema and the hand-written modules in ``package``."""
+    """Resolve ``spec`` against the schema and the hand-written modules of the stage ``package``."""
     schema = Schema(schema_document)
-    classes = read_classes(package / "_models.py")
-    values = read_functions(package / "_values.py")
-    expressions = read_functions(package / "_expressions.py")
-    markers = read_markers(package / "_values.py")
+    classes = read_classes(package / "models.py")
+    values = read_functions(package / "values.py")
+    expressions = read_functions(package / "expressions.py")
+    markers = read_markers(package / "values.py")
     shortcuts = {
         function: shortcut
         for marker, shortcut in SHORTCUTS.items()
         for function in markers.get(marker, frozenset())
     }
     problems = [
-        f"{package / '_values.py'}: {function!r} is marked for a shortcut but is not a function"
+        f"{package / 'values.py'}: {function!r} is marked for a shortcut but is not a function"
         for function in sorted(shortcuts)
         if function not in values
     ]

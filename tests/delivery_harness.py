@@ -30,9 +30,9 @@ import orjson
 from attrs import define, field, frozen
 
 from attentive_router import Config, Context, Mapped, route, to_json
-from attentive_router._intake import new_event
-from attentive_router._queue import Enqueued, NewEvent, Queue
-from attentive_router._sender import Sender, SenderSettings, make_client
+from attentive_router._delivery.sender import Sender, SenderSettings, make_client
+from attentive_router._queue.intake import new_event
+from attentive_router._queue.interface import Enqueued, NewEvent, Queue
 
 T = TypeVar("T")
 

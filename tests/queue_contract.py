@@ -1,4 +1,4 @@
-"""The queue contract: every promise of ``attentive_router._queue.Queue``, written once.
+"""The queue contract: every promise of ``attentive_router._queue.interface.Queue``, written once.
 
 ``QueueContract`` holds the tests; ``tests/test_queue_contract.py`` runs them for every
 backend it lists, through the ``queue_factory`` fixture (an ``Opener``). The tests use only the
@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from attentive_router._queue import (
+from attentive_router._queue.interface import (
     FINAL_STATES,
     Claim,
     Enqueued,

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import attentive_router
-from attentive_router import _expressions, _values, body_schema, converter
-from attentive_router._config import Context
-from attentive_router._mapping import Mapping, missing
-from attentive_router._models import Body
-from attentive_router._outcome import Rejected, Skipped, TransformWarning
-from attentive_router._router import Dispatch, build_dispatch
-from attentive_router._source import Source
+from attentive_router import body_schema, converter
+from attentive_router._transform import expressions as _expressions
+from attentive_router._transform import values as _values
+from attentive_router._transform.mapping import Mapping, missing
+from attentive_router._transform.models import Body
+from attentive_router._transform.options import Context
+from attentive_router._transform.outcome import Rejected, Skipped, TransformWarning
+from attentive_router._transform.router import Dispatch, build_dispatch
+from attentive_router._transform.source import Source
 
 SPEC_DIR = Path(__file__).parent.parent / "spec"
 EXPRESSION_PREFIX = "Expression – "

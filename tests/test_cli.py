@@ -19,7 +19,7 @@ import attentive_router
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("attentive-router")
-SAMPLES = ROOT / "src" / "attentive_router" / "samples" / "sample-events.ndjson"
+SAMPLES = ROOT / "src" / "attentive_router" / "_cli" / "samples" / "sample-events.ndjson"
 RECEIVED = "2026-01-08T14:00:00Z"
 RECEIVED_OUT = "2026-01-08T14:00:00.000Z"
 

@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import pytest
 
-from attentive_router._queue import State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._queue.interface import State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the p
 
 from tests.delivery_harness import custom_event  # noqa: E402
 
-SAMPLES = Path(__file__).parents[1] / "src/attentive_router/samples/sample-events.ndjson"
+SAMPLES = Path(__file__).parents[1] / "src/attentive_router/_cli/samples/sample-events.ndjson"
 TOKEN = "cli-test-token-7f3a91"
 
 

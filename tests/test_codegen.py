@@ -26,7 +26,7 @@ import jinja2
 import pytest
 
 from attentive_router import Config, Context, Mapped, Rejected, to_json
-from attentive_router._router import build_dispatch, route
+from attentive_router._transform.router import build_dispatch, route
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the generator is a tool of the checkout, not an installed package
@@ -38,10 +38,11 @@ from codegen.render import RenderError, render  # noqa: E402
 from codegen.spec import EVENT_COLUMNS, RULE_COLUMNS, SpecError  # noqa: E402
 
 PACKAGE = Path("src/attentive_router")
-MODULE = PACKAGE / "_generated" / "transforms.py"
+STAGE = PACKAGE / "_transform"
+MODULE = STAGE / "generated" / "transforms.py"
 DOCS = Path("docs/mappings.md")
-SCHEMA = PACKAGE / "schemas" / "attentive-v1.json"
-HAND_WRITTEN = (PACKAGE / "_models.py", PACKAGE / "_values.py", PACKAGE / "_expressions.py")
+SCHEMA = STAGE / "schemas" / "attentive-v1.json"
+HAND_WRITTEN = (STAGE / "models.py", STAGE / "values.py", STAGE / "expressions.py")
 INPUTS = (Path("pyproject.toml"), Path("spec/events.csv"), Path("spec/rules.csv"), SCHEMA)
 GENERATED = (MODULE, DOCS)
 HEADER_FIRST_LINE = (
@@ -74,7 +75,7 @@ def inline_root(root: Path, events: str, rules: str, values_extra: str = "") -> 
     (root / "spec" / "events.csv").write_text(textwrap.dedent(events), encoding="utf-8")
     (root / "spec" / "rules.csv").write_text(textwrap.dedent(rules), encoding="utf-8")
     if values_extra:
-        values = root / PACKAGE / "_values.py"
+        values = root / STAGE / "values.py"
         values.write_text(
             values.read_text(encoding="utf-8") + "\n\n" + textwrap.dedent(values_extra),
             encoding="utf-8",
@@ -457,16 +458,16 @@ NEXT_LINE = len(SMALL_RULES.splitlines()) + 1
         ),
         (
             "signed_up,,properties.a,optional,String,properties.a,no_such_value,x",
-            "column 'function': no function 'no_such_value' in _values.py",
+            "column 'function': no function 'no_such_value' in values.py",
         ),
         (
             "signed_up,,properties.a,optional,String,Expression – invented,no_such_expression,x",
-            "column 'function': no function 'no_such_expression' in _expressions.py",
+            "column 'function': no function 'no_such_expression' in expressions.py",
         ),
         (
             # A value function named by an expression row: looked up among the expressions.
             "signed_up,,properties.a,optional,String,Expression – a value function,text,x",
-            "column 'function': no function 'text' in _expressions.py",
+            "column 'function': no function 'text' in expressions.py",
         ),
         (
             "signed_up,,user.nickname,optional,String,traits.nickname,text,x",
@@ -530,7 +531,7 @@ def test_function_with_the_wrong_signature(tmp_path: Path) -> None:
     problems = problems_of(tmp_path, rules=SMALL_RULES + row, values_extra=values_extra)
     assert problems == [
         (
-            f"{rules_path(tmp_path)}:{NEXT_LINE}: column 'function': _values.py:two_args takes "
+            f"{rules_path(tmp_path)}:{NEXT_LINE}: column 'function': values.py:two_args takes "
             "(value, ctx), expected (value, field, ctx, warnings)"
         )
     ]
@@ -538,7 +539,7 @@ def test_function_with_the_wrong_signature(tmp_path: Path) -> None:
 
 def test_value_function_used_where_an_expression_is_expected(tmp_path: Path) -> None:
     # An expression with a value function's parameters, written into the value module: the
-    # generator looks expressions up in _expressions.py only, so it is missing there.
+    # generator looks expressions up in expressions.py only, so it is missing there.
     values_extra = '''\
         def from_source(src: Any, ctx: Context, warnings: list[TransformWarning]) -> str | None:
             """An expression's signature in the values module."""
@@ -548,7 +549,7 @@ def test_value_function_used_where_an_expression_is_expected(tmp_path: Path) -> 
     problems = problems_of(tmp_path, rules=SMALL_RULES + row, values_extra=values_extra)
     assert problems == [
         (
-            f"{rules_path(tmp_path)}:{NEXT_LINE}: column 'function': _values.py:from_source takes "
+            f"{rules_path(tmp_path)}:{NEXT_LINE}: column 'function': values.py:from_source takes "
             "(src, ctx, warnings), expected (value, field, ctx, warnings)"
         )
     ]
@@ -683,7 +684,7 @@ def test_several_schema_and_function_problems_are_reported_at_once(tmp_path: Pat
             f"{rules_file}:{first}: column 'output_key': CustomEventsRequest has no field "
             "'user.nickname' (no 'nickname' here)"
         ),
-        f"{rules_file}:{first + 1}: column 'function': no function 'no_such_value' in _values.py",
+        f"{rules_file}:{first + 1}: column 'function': no function 'no_such_value' in values.py",
         (
             f"{rules_file}:{first + 2}: column 'type': Number contradicts the schema, which says "
             "ProductViewRequest.occurredAt is string"

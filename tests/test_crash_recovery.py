@@ -28,10 +28,10 @@ from typing import Any
 import orjson
 import pytest
 
-from attentive_router._delivery import PUT_BATCH
-from attentive_router._queue import State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._delivery.job import PUT_BATCH
+from attentive_router._queue.interface import State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 CUSTOM = "/v1/events/custom"
 TOKEN = "crash-test-token-5c21e0"

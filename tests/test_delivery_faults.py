@@ -22,13 +22,13 @@ import orjson
 import pytest
 
 from attentive_router import Context, Outcome, route
-from attentive_router import _sender as sender_module
-from attentive_router._delivery import deliver
-from attentive_router._queue import Record, State
-from attentive_router._retry import RetryPolicy
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._sender import SenderSettings
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._delivery import sender as sender_module
+from attentive_router._delivery.job import deliver
+from attentive_router._delivery.retry import RetryPolicy
+from attentive_router._delivery.sender import SenderSettings
+from attentive_router._queue.interface import Record, State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package

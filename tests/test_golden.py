@@ -212,12 +212,12 @@ def test_every_mapping_has_a_fixture_filling_every_output_key(row: dict[str, str
 
 
 def _source_texts() -> dict[str, str]:
-    files = [*sorted(PACKAGE.glob("*.py")), *sorted((PACKAGE / "_generated").glob("*.py"))]
-    return {path.name: path.read_text(encoding="utf-8") for path in files}
+    files = sorted(PACKAGE.rglob("*.py"))
+    return {path.relative_to(PACKAGE).as_posix(): path.read_text(encoding="utf-8") for path in files}
 
 
 def _missing_reasons(source: str) -> set[str]:
-    """The reason codes ``_mapping.missing`` assigns to ``reason`` (both branches of its ``if``)."""
+    """The reason codes ``mapping.missing`` assigns to ``reason`` (both branches of its ``if``)."""
     function = next(
         node
         for node in ast.walk(ast.parse(source))
@@ -241,8 +241,8 @@ def _missing_reasons(source: str) -> set[str]:
 def _stop_codes() -> set[str]:
     texts = _source_texts()
     codes = {code for text in texts.values() for code in STOP_CODE.findall(text)}
-    if "missing(" in texts["transforms.py"]:
-        codes |= _missing_reasons(texts["_mapping.py"])
+    if "missing(" in texts["_transform/generated/transforms.py"]:
+        codes |= _missing_reasons(texts["_transform/mapping.py"])
     return codes
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from attentive_router._ingest import (
+from attentive_router._ingest.parse import (
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
@@ -29,8 +29,8 @@ from attentive_router._ingest import (
     prepare_single,
     write_key_of,
 )
-from attentive_router._queue import Enqueued, NewEvent, State
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._queue.interface import Enqueued, NewEvent, State
+from attentive_router._queue.sqlite import SQLiteQueue
 
 RECEIVED = datetime(2026, 1, 8, 14, 0, 0, tzinfo=UTC).timestamp()
 RECEIVED_AT = "2026-01-08T14:00:00.000Z"

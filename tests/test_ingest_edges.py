@@ -16,10 +16,10 @@ from typing import Any
 import orjson
 import pytest
 
-from attentive_router._ingest import loads, prepare_batch
-from attentive_router._queue import State
-from attentive_router._serve_process import ServeProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._ingest.parse import loads, prepare_batch
+from attentive_router._queue.interface import State
+from attentive_router._queue.sqlite import SQLiteQueue
 
 RECEIVED = 1_767_880_800.0  # 2026-01-08T14:00:00Z
 KEY = "wk_edges"

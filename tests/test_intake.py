@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from attentive_router._input import Item
-from attentive_router._intake import from_item, new_event
+from attentive_router._queue.intake import from_item, new_event
+from attentive_router._transform.reader import Item
 
 
 def test_message_id_is_the_key_and_user_id_orders() -> None:

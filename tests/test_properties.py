@@ -38,10 +38,10 @@ from attentive_router import (
     to_json,
     to_record,
 )
-from attentive_router._mapping import Mapping
-from attentive_router._models import BODY_TYPES
-from attentive_router._outcome import Outcome
-from attentive_router._source import is_blank
+from attentive_router._transform.mapping import Mapping
+from attentive_router._transform.models import BODY_TYPES
+from attentive_router._transform.outcome import Outcome
+from attentive_router._transform.source import is_blank
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
@@ -449,7 +449,7 @@ def test_generated_transforms_agree_with_the_rules_interpreter(event: Any, ctx: 
 
 def test_interpreter_reads_every_mapping_of_the_event_table() -> None:
     """The interpreter builds one mapping per event-table row, like the generated module."""
-    from attentive_router._generated.transforms import MAPPINGS  # noqa: PLC0415
+    from attentive_router._transform.generated.transforms import MAPPINGS  # noqa: PLC0415
 
     def describe(mapping: Mapping) -> tuple[object, ...]:
         return (mapping.name, mapping.doc_table, mapping.call, mapping.event, mapping.path)

@@ -59,7 +59,7 @@ def test_no_public_submodule_is_bound_on_the_package() -> None:
 def test_the_package_has_submodules_to_check() -> None:
     # Guards the privacy test below against passing vacuously on an empty walk.
     assert "attentive_router._cli" in _submodules()
-    assert "attentive_router._generated.transforms" in _submodules()
+    assert "attentive_router._transform.generated.transforms" in _submodules()
 
 
 def test_all_submodules_are_private() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._queue.sqlite import SQLiteQueue
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package

@@ -1,4 +1,4 @@
-"""Client-side rate limits (``attentive_router._ratelimit``), on fake time only.
+"""Client-side rate limits (``attentive_router._delivery.ratelimit``), on fake time only.
 
 ``Clock`` is a clock whose sleep simply moves it forward (enough for one caller at a time);
 ``VirtualTime`` is a tiny scheduler for many concurrent callers: it wakes the earliest sleeper
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from attentive_router._ratelimit import (
+from attentive_router._delivery.ratelimit import (
     DEFAULT_RATE,
     IDENTITY_PATH,
     RateLimiter,

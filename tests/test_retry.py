@@ -1,4 +1,4 @@
-"""Retry classes, backoff, give-up rule and Retry-After parsing (``attentive_router._retry``).
+"""Retry classes, backoff, give-up rule and Retry-After parsing (``_delivery.retry``).
 
 The classes are the table in ``attentive-api-notes.md`` ("Rate limits and errors").
 """
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from attentive_router._retry import RetryPolicy, Verdict, classify, parse_retry_after
+from attentive_router._delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
 
 NOW = datetime(2026, 1, 8, 13, 52, 50, tzinfo=UTC).timestamp()
 

@@ -28,9 +28,9 @@ from attentive_router import (
     SalesChannel,
     to_json,
 )
-from attentive_router._models import Body
-from attentive_router._sandbox import DEFAULT_RATE_LIMITS, ENDPOINTS
-from attentive_router._sandbox_process import SandboxError, SandboxProcess
+from attentive_router._sandbox.process import SandboxError, SandboxProcess
+from attentive_router._sandbox.server import DEFAULT_RATE_LIMITS, ENDPOINTS
+from attentive_router._transform.models import Body
 
 CUSTOM = "/v1/events/custom"
 IDENTITY = "/v1/identity-resolution/user-identifiers"

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from attentive_router._intake import new_event
-from attentive_router._queue import QueueError, Settlement, State
-from attentive_router._retry import RetryPolicy
-from attentive_router._sender import Sender, SenderSettings
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._delivery.retry import RetryPolicy
+from attentive_router._delivery.sender import Sender, SenderSettings
+from attentive_router._queue.intake import new_event
+from attentive_router._queue.interface import QueueError, Settlement, State
+from attentive_router._queue.sqlite import SQLiteQueue
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package

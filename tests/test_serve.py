@@ -26,10 +26,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from attentive_router._queue import Record, State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._serve_process import ServeProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._queue.interface import Record, State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 SHOP_KEY = "wk_shop_5d1e"
 OTHER_KEY = "wk_other_93aa"

@@ -33,10 +33,10 @@ import httpx
 import orjson
 import pytest
 
-from attentive_router._queue import FINAL_STATES, Record, State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._serve_process import ServeProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._queue.interface import FINAL_STATES, Record, State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 T = TypeVar("T")
 

@@ -48,10 +48,10 @@ import orjson
 import pytest
 from segment.analytics import Client
 
-from attentive_router._queue import Record, State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._serve_process import ServeProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._queue.interface import Record, State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 SOURCE = "shop"
 KEY = "wk_serve_faults_7d41"

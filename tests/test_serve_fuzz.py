@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from attentive_router._intake import UNSTORABLE
-from attentive_router._queue import FINAL_STATES, Record, State
-from attentive_router._sandbox_process import SandboxProcess
-from attentive_router._serve_process import ServeProcess
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._queue.intake import UNSTORABLE
+from attentive_router._queue.interface import FINAL_STATES, Record, State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package

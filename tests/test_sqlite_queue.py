@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from attentive_router._queue import Enqueued, QueueError, Settlement, State
-from attentive_router._sqlite_queue import SQLiteQueue
+from attentive_router._queue.interface import Enqueued, QueueError, Settlement, State
+from attentive_router._queue.sqlite import SQLiteQueue
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
@@ -55,8 +55,8 @@ def test_an_acknowledged_put_survives_the_process_being_killed(path: Path) -> No
     script = textwrap.dedent(
         f"""
         import os, signal, sys
-        from attentive_router._queue import NewEvent
-        from attentive_router._sqlite_queue import SQLiteQueue
+        from attentive_router._queue.interface import NewEvent
+        from attentive_router._queue.sqlite import SQLiteQueue
         queue = SQLiteQueue({str(path)!r})
         events = [NewEvent(f"k{{i}}", f"u{{i % 3}}", b"{{}}", {T0!r}) for i in range(50)]
         print(queue.put(events, {T0!r}).accepted, flush=True)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attentive_router import Context, TransformWarning
-from attentive_router import _values as values
+from attentive_router._transform import values
 
 CTX = Context(datetime(2026, 1, 8, 14, tzinfo=UTC))
 json_values = st.recursive(

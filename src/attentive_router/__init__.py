@@ -5,10 +5,15 @@ The public surface is small: build a ``Context`` (receipt time and ``Config``), 
 request body into JSON with ``to_json``, or a whole outcome into its record with ``to_record``.
 """
 
-from attentive_router._config import Config, Context
-from attentive_router._json import body_schema, converter, schema_document, to_json, to_record
-from attentive_router._mapping import Mapping
-from attentive_router._models import (
+from attentive_router._transform.json_form import (
+    body_schema,
+    converter,
+    schema_document,
+    to_json,
+    to_record,
+)
+from attentive_router._transform.mapping import Mapping
+from attentive_router._transform.models import (
     AddToCartRequest,
     Body,
     CustomAttributesRequest,
@@ -23,8 +28,16 @@ from attentive_router._models import (
     PurchaseRequest,
     SalesChannel,
 )
-from attentive_router._outcome import Mapped, Outcome, Rejected, Request, Skipped, TransformWarning
-from attentive_router._router import route
+from attentive_router._transform.options import Config, Context
+from attentive_router._transform.outcome import (
+    Mapped,
+    Outcome,
+    Rejected,
+    Request,
+    Skipped,
+    TransformWarning,
+)
+from attentive_router._transform.router import route
 
 __all__ = [
     "AddToCartRequest",

@@ -2,6 +2,6 @@
 
 import sys
 
-from attentive_router._cli import main
+from attentive_router._cli.main import main
 
 sys.exit(main())

@@ -1,0 +1,386 @@
+"""The delivery commands: ``send``, ``deliver``, ``dead-letters`` and ``check``.
+
+Argument parsing and printing only; the work is done by the delivery stage (``_delivery``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import orjson
+
+from attentive_router._delivery.job import QueueBusyError, deliver, delivery_lock
+from attentive_router._delivery.progress import Progress, progress_wanted
+from attentive_router._delivery.ratelimit import IDENTITY_PATH
+from attentive_router._delivery.retry import RetryPolicy
+from attentive_router._delivery.sender import DEFAULT_BASE_URL, USER_AGENT, SenderSettings, scrub
+from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW, QueueError, Record, State
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._transform.options import Config
+
+PROG = "attentive-router"
+TOKEN_ENV = "ATTENTIVE_API_TOKEN"  # noqa: S105 - the name of the variable, not a key
+QUEUE_ENV = "ATTENTIVE_ROUTER_QUEUE"
+DEFAULT_QUEUE = "attentive-router.db"
+
+EXIT_CODES = """\
+exit status:
+  0  every event was delivered, skipped or rejected
+  1  some events were dead-lettered (see `attentive-router dead-letters list`)
+  2  bad usage, or the input or the queue could not be opened
+  3  Attentive refused the API key (401/403): sending stopped, the events stay queued
+  130  interrupted (Ctrl-C): run `attentive-router deliver` to send the rest
+"""
+
+SEND_EPILOG = f"""\
+Each event is queued on disk before it is sent, so nothing is lost if the run stops:
+`attentive-router deliver` sends what is left. Events are recognised by their messageId
+(or their content when they have none): sending the same file again sends nothing twice.
+
+examples:
+  export {TOKEN_ENV}=...
+  attentive-router send events.ndjson
+  attentive-router send --queue /var/lib/attentive-router/queue.db batch.json
+  attentive-router send --base-url http://127.0.0.1:8788 --token sandbox-token events.ndjson
+
+{EXIT_CODES}"""
+
+ConfigOptions = Callable[[argparse.ArgumentParser], None]
+
+
+def _queue_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queue",
+        type=Path,
+        default=Path(os.environ.get(QUEUE_ENV, DEFAULT_QUEUE)),
+        metavar="PATH",
+        help=f"the queue file (default: ${QUEUE_ENV} or ./{DEFAULT_QUEUE})",
+    )
+
+
+def _target_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Attentive")
+    group.add_argument(
+        "--token", help=f"API key (default: ${TOKEN_ENV}); it is never printed or stored"
+    )
+    group.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        metavar="URL",
+        help="API root (default: %(default)s; a sandbox's URL for trials)",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="per-request timeout (default: 10)"
+    )
+
+
+def _delivery_options(parser: argparse.ArgumentParser, progress: bool = True) -> None:
+    defaults = SenderSettings(base_url="", token="")
+    policy = defaults.policy
+    group = parser.add_argument_group("delivery")
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults.concurrency,
+        metavar="N",
+        help="requests in flight at once (default: %(default)s)",
+    )
+    group.add_argument(
+        "--rate",
+        type=float,
+        default=defaults.rate,
+        metavar="PER_S",
+        help="requests per second per endpoint (default: %(default)s, Attentive's limit)",
+    )
+    group.add_argument(
+        "--identity-rate",
+        type=float,
+        default=defaults.rates[IDENTITY_PATH],
+        metavar="PER_S",
+        help="requests per second to the Identity endpoint (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=int,
+        default=policy.max_attempts,
+        metavar="N",
+        help="give up on an event only after this many attempts ... (default: %(default)s)",
+    )
+    group.add_argument(
+        "--retry-window",
+        type=float,
+        default=policy.window / 3600,
+        metavar="HOURS",
+        help="... and this long after its first attempt (default: %(default)s)",
+    )
+    if progress:
+        group.add_argument(
+            "--progress",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="progress bar on stderr (default: auto, when stderr is a terminal)",
+        )
+
+
+def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
+    """Add ``send``, ``deliver``, ``dead-letters`` and ``check`` to ``commands``."""
+    raw = argparse.RawDescriptionHelpFormatter
+    send = commands.add_parser(
+        "send",
+        help="queue a file of events and deliver them to Attentive",
+        description="Transform and deliver Segment events (NDJSON, a JSON array or batch "
+        "envelopes)\nto Attentive, with retries, rate limits and dead letters.",
+        epilog=SEND_EPILOG,
+        formatter_class=raw,
+    )
+    send.add_argument("file", metavar="FILE|-", help="input file, or - for stdin")
+    send.add_argument(
+        "--source",
+        default="default",
+        help="deduplication scope: messageIds repeat only within one source (default: default)",
+    )
+    send.add_argument(
+        "--dedupe-window",
+        type=float,
+        default=DEFAULT_DEDUPE_WINDOW / 3600,
+        metavar="HOURS",
+        help="an event whose messageId was queued this recently is not queued again "
+        "(default: %(default)s)",
+    )
+    for add in (_queue_option, _target_options, _delivery_options, config_options):
+        add(send)
+
+    again = commands.add_parser(
+        "deliver",
+        help="deliver what is queued (after an interruption, a crash or a replay)",
+        description="Deliver every queued event, then stop. Events left in flight by a crash "
+        "are sent again.",
+        epilog=EXIT_CODES,
+        formatter_class=raw,
+    )
+    for add in (_queue_option, _target_options, _delivery_options, config_options):
+        add(again)
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list, show and replay events that could not be delivered",
+        description="Dead letters keep the event, the request, Attentive's last answer, the "
+        "attempts and the reason.",
+        epilog="examples:\n  attentive-router dead-letters list\n"
+        "  attentive-router dead-letters show 42\n"
+        "  attentive-router dead-letters replay 42 43 && attentive-router deliver\n"
+        "  attentive-router dead-letters replay --all",
+        formatter_class=raw,
+    )
+    actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="one line per dead letter")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = actions.add_parser("show", help="everything about one dead letter, as JSON")
+    show.add_argument("which", metavar="ID|MESSAGE_ID")
+    replay = actions.add_parser("replay", help="queue dead letters again (then run deliver)")
+    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    for parser in (listing, show, replay):
+        _queue_option(parser)
+
+    check = commands.add_parser(
+        "check",
+        help="check the API key with GET /v1/me",
+        description="Ask Attentive whether the API key is valid (GET /v1/me). Exit 0 when it is.",
+    )
+    _target_options(check)
+
+
+def _token(args: argparse.Namespace, stderr: IO[str]) -> str | None:
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    if not token.strip():
+        print(f"{PROG}: no API key: set {TOKEN_ENV} or pass --token", file=stderr)
+        return None
+    return token.strip()
+
+
+def _settings(args: argparse.Namespace, token: str, config: Config) -> SenderSettings:
+    return SenderSettings(
+        base_url=args.base_url,
+        token=token,
+        concurrency=max(1, args.concurrency),
+        rate=args.rate,
+        rates={IDENTITY_PATH: args.identity_rate},
+        policy=RetryPolicy(max_attempts=args.max_attempts, window=args.retry_window * 3600),
+        config=config,
+        timeout=args.timeout,
+    )
+
+
+def run_delivery(
+    args: argparse.Namespace, config: Config, stdin: IO[bytes], stderr: IO[str]
+) -> int:
+    """``send`` and ``deliver``."""
+    token = _token(args, stderr)
+    if token is None:
+        return 2
+    settings = _settings(args, token, config)
+    source: IO[bytes] | None = None
+    try:
+        if args.command == "send":
+            source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+        window = getattr(args, "dedupe_window", DEFAULT_DEDUPE_WINDOW / 3600) * 3600
+        queue = SQLiteQueue(args.queue, dedupe_window=window)
+    except OSError as error:
+        print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
+        return 2
+    except QueueError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        if source is not None and source is not stdin:
+            source.close()
+        return 2
+    show = progress_wanted(args.progress, stderr)
+    try:
+        with delivery_lock(args.queue):
+            run = asyncio.run(
+                deliver(
+                    queue,
+                    settings,
+                    source=source,
+                    source_name=getattr(args, "source", "default"),
+                    progress=Progress(stderr, args.command, show),
+                )
+            )
+    except QueueBusyError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return 2
+    except (OSError, QueueError) as error:
+        print(f"{PROG}: {scrub(str(error), token)}", file=stderr)
+        return 2
+    finally:
+        queue.close()
+        if source is not None and source is not stdin:
+            source.close()
+    print(run.render(args.command), file=stderr)
+    return run.exit_status
+
+
+def _when(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _record_json(record: Record) -> dict[str, Any]:
+    def loads(data: bytes | None) -> Any:
+        if data is None:
+            return None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data.decode("utf-8", "replace")
+
+    return {
+        "id": record.id,
+        "messageId": record.key,
+        "source": record.source,
+        "state": record.state.label,
+        "reason": record.reason,
+        "message": record.message,
+        "attempts": record.attempts,
+        "throttled": record.throttles,
+        "receivedAt": _when(record.received_at),
+        "firstAttemptAt": _when(record.first_attempt_at),
+        "lastAttemptAt": _when(record.last_attempt_at),
+        "lastStatus": record.status,
+        "lastResponse": record.response,
+        "request": loads(record.request),
+        "requestsDelivered": record.done,
+        "event": loads(record.event),
+    }
+
+
+def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """``dead-letters list|show|replay``."""
+    if not args.queue.exists():
+        print(f"{PROG}: no queue at {args.queue}", file=stderr)
+        return 2
+    try:
+        queue = SQLiteQueue(args.queue)
+    except QueueError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return 2
+    try:
+        if args.action == "list":
+            return _list(queue, args, stdout)
+        if args.action == "show":
+            which: int | str = int(args.which) if args.which.isdigit() else args.which
+            record = queue.record(which)
+            if record is None:
+                print(f"{PROG}: no event {args.which!r} in {args.queue}", file=stderr)
+                return 1
+            stdout.write(orjson.dumps(_record_json(record), option=orjson.OPT_INDENT_2).decode())
+            stdout.write("\n")
+            return 0
+        return _replay(queue, args, stdout, stderr)
+    except QueueError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return 2
+    finally:
+        queue.close()
+
+
+def _replay(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    if not args.ids and not args.all:
+        print(f"{PROG}: name the dead letters to replay, or pass --all", file=stderr)
+        return 2
+    count = queue.replay(None if args.all else args.ids, time.time())
+    print(f"{count:,} dead letter(s) queued again; run `attentive-router deliver`", file=stdout)
+    return 0
+
+
+def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str]) -> int:
+    records = queue.records(State.DEAD, limit=args.limit)
+    if args.json:
+        for record in records:
+            stdout.write(orjson.dumps(_record_json(record)).decode() + "\n")
+        return 0
+    if not records:
+        print("no dead letters", file=stdout)
+        return 0
+    print(
+        f"{'ID':>8}  {'LAST ATTEMPT':<20}  {'STATUS':>6}  {'TRIES':>5}  {'REASON':<18}  "
+        "ENDPOINT / MESSAGE ID",
+        file=stdout,
+    )
+    for r in records:
+        print(
+            f"{r.id:>8}  {_when(r.last_attempt_at):<20}  {r.status or '-':>6}  {r.attempts:>5}  "
+            f"{r.reason or '-':<18}  {r.endpoint or '-'}  {r.key}",
+            file=stdout,
+        )
+    return 0
+
+
+def run_check(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """``check``: GET /v1/me with the key."""
+    token = _token(args, stderr)
+    if token is None:
+        return 2
+    url = args.base_url.rstrip("/") + "/v1/me"
+    headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT}
+    try:
+        response = httpx.get(url, headers=headers, timeout=args.timeout)
+    except httpx.HTTPError as error:
+        print(f"{PROG}: cannot reach {url}: {scrub(str(error), token)}", file=stderr)
+        return 1
+    body = scrub(response.text[:500], token)
+    if response.status_code == 200:
+        print(f"the API key is valid ({url}): {body}", file=stdout)
+        return 0
+    print(f"{PROG}: {url} answered {response.status_code}: {body}", file=stderr)
+    return 1

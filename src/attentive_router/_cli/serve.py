@@ -1,0 +1,189 @@
+"""The ``serve`` command: argument parsing; the server itself is ``_ingest.server``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from typing import IO, Any
+
+from attrs import evolve
+
+from attentive_router._cli.delivery import (
+    PROG,
+    TOKEN_ENV,
+    _delivery_options,
+    _queue_option,
+    _settings,
+    _target_options,
+    _token,
+)
+from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
+from attentive_router._transform.options import Config
+
+WRITE_KEYS_ENV = "ATTENTIVE_ROUTER_WRITE_KEYS"
+CORS_ENV = "ATTENTIVE_ROUTER_CORS_ORIGINS"
+
+SERVE_EPILOG = f"""\
+endpoints (Segment's HTTP Tracking API):
+  POST /v1/batch  /v1/import  /v1/b                   what server libraries send
+  POST /v1/track  /v1/page  /v1/identify  /v1/screen  /v1/group  /v1/alias
+  POST /v1/t  /v1/p  /v1/i  /v1/s  /v1/g  /v1/a        what analytics.js sends
+  GET  /healthz   GET /metrics (Prometheus)
+
+The write key is the user name of HTTP Basic auth, or "writeKey" in the body. 200 means the
+events are on disk; a bad item in a batch is stored as rejected with its reason (listed in the
+answer); 400/415 name what is wrong with the request; 503 means the queue could not be
+written: send again.
+
+examples:
+  export {WRITE_KEYS_ENV}=shop=wk_live_123        # NAME=KEY or KEY, comma-separated
+  export {TOKEN_ENV}=...
+  attentive-router serve --port 8088
+  attentive-router serve --write-key wk_test --no-deliver --cors-origin https://shop.example
+  attentive-router serve --write-key wk_test --base-url http://127.0.0.1:8788 --token sandbox-token
+
+Logs are JSON lines on stderr, with email addresses and phone numbers blanked out.
+SIGTERM or Ctrl-C: stop accepting, let requests and deliveries in flight finish (--grace),
+leave the rest queued, exit 0. `attentive-router deliver` or the next `serve` sends the rest.
+"""
+
+ConfigOptions = Callable[[argparse.ArgumentParser], None]
+
+
+def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
+    """Add ``serve`` to ``commands``."""
+    serve = commands.add_parser(
+        "serve",
+        help="accept events from Segment-compatible libraries over HTTP and deliver them",
+        description="Run a Segment-compatible ingest server: point analytics.js, "
+        "segment-analytics-python or rudder-sdk-python at it unchanged. Events are queued on "
+        "disk before the client gets its 200, and delivered to Attentive by the same process.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    group = serve.add_argument_group("ingest")
+    group.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)",
+    )
+    group.add_argument(
+        "--port", type=int, default=8088, help="port to listen on (default: %(default)s)"
+    )
+    group.add_argument(
+        "--write-key",
+        action="append",
+        default=[],
+        metavar="[NAME=]KEY",
+        help=f"a write key clients may use, repeatable (default: ${WRITE_KEYS_ENV}, "
+        "comma-separated); NAME labels its events in the queue and the metrics",
+    )
+    group.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help=f"an origin browsers may post from, e.g. https://shop.example, or * (repeatable; "
+        f"default: ${CORS_ENV}, comma-separated; none: no CORS)",
+    )
+    group.add_argument(
+        "--no-deliver",
+        action="store_true",
+        help="only accept and queue events; deliver them with another process",
+    )
+    group.add_argument(
+        "--dedupe-window",
+        type=float,
+        default=DEFAULT_DEDUPE_WINDOW / 3600,
+        metavar="HOURS",
+        help="a messageId seen this recently from the same write key is not queued again "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="how long a write waits for another process holding the queue before the "
+        "client gets 503 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="on SIGTERM, time for requests and deliveries in flight to finish "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="(default: %(default)s; info logs one line per request)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="log lines on stderr (default: %(default)s)",
+    )
+    _queue_option(serve)
+    _target_options(serve)
+    _delivery_options(serve, progress=False)
+    config_options(serve)
+
+
+def _split(values: list[str], env: str) -> list[str]:
+    if not values:
+        values = os.environ.get(env, "").split(",")
+    return [value.strip() for value in values if value.strip()]
+
+
+def run_serve_command(
+    args: argparse.Namespace, config: Config, stdout: IO[str], stderr: IO[str]
+) -> int:
+    """``serve``: check the options, then run the server."""
+    from attentive_router._ingest.server import (  # noqa: PLC0415 - the server's imports are heavy
+        ServeConfigError,
+        ServeSettings,
+        parse_write_key,
+        run_serve,
+    )
+
+    prog = f"{PROG} serve"
+    try:
+        keys = dict(parse_write_key(value) for value in _split(args.write_key, WRITE_KEYS_ENV))
+    except ServeConfigError as error:
+        print(f"{prog}: {error}", file=stderr)
+        return 2
+    if not keys:
+        print(
+            f"{prog}: no write key: pass --write-key KEY (or NAME=KEY) or set {WRITE_KEYS_ENV}",
+            file=stderr,
+        )
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"{prog}: --port {args.port}: expected 0 to 65535", file=stderr)
+        return 2
+    sender = None
+    if not args.no_deliver:
+        token = _token(args, stderr)
+        if token is None:
+            print(f"{prog}: (or run with --no-deliver to only queue events)", file=stderr)
+            return 2
+        sender = evolve(_settings(args, token, config), grace=max(0.0, args.grace))
+    settings = ServeSettings(
+        keys=keys,
+        queue=args.queue,
+        sender=sender,
+        host=args.host,
+        port=args.port,
+        cors_origins=_split(args.cors_origin, CORS_ENV),
+        dedupe_window=max(0.0, args.dedupe_window) * 3600,
+        busy_timeout=max(0.0, args.lock_timeout),
+        grace=max(0.0, args.grace),
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    return run_serve(settings, stdout, stderr)

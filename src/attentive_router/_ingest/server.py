@@ -1,0 +1,555 @@
+"""``attentive-router serve``: Segment's HTTP Tracking API in front of the queue and the sender.
+
+The app answers 200 only once a request's events are in the queue file (one durable
+transaction per request), 401 for an unknown write key, 400 (or 415) with a specific code for a
+body it cannot take, and 503 when the queue cannot be written, so that the client retries.
+Delivery runs in the same process and event loop unless it is turned off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import orjson
+import uvicorn
+from attrs import define, field, frozen
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from attentive_router._delivery.job import QueueBusyError, delivery_lock
+from attentive_router._delivery.sender import (
+    Paused,
+    Sender,
+    SenderSettings,
+    Stats,
+    make_client,
+    scrub,
+)
+from attentive_router._ingest.logs import configure, log
+from attentive_router._ingest.metrics import CONTENT_TYPE, Metrics, QueueSnapshot
+from attentive_router._ingest.parse import (
+    MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
+    BodyError,
+    Decoder,
+    Rejection,
+    loads,
+    prepare_batch,
+    prepare_single,
+    write_key_of,
+)
+from attentive_router._queue.interface import NewEvent, Queue, QueueError, State
+from attentive_router._queue.sqlite import SQLiteQueue
+
+T = TypeVar("T")
+
+_CALLS = ("track", "page", "identify", "screen", "group", "alias")
+SINGLE_CALLS = {
+    **{f"/v1/{call}": call for call in _CALLS},
+    # analytics.js posts each call to the first letter of its type (``/v1/t`` for track).
+    **{f"/v1/{call[0]}": call for call in _CALLS},
+}
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
+_ACCEPTED_TYPES = ("application/json", "text/plain")
+_SHOWN_REJECTIONS = 5
+PRUNE_EVERY = 3600.0
+SWITCH_INTERVAL = 0.0001
+"""Seconds a thread may hold the GIL while another waits (Python's default is 0.005).
+
+The queue's thread lets go of the GIL at every SQLite step and must win it back from the
+event loop's thread, which parses request bodies; with the default, each hand-over could
+cost up to 5 ms of a request's time."""
+CHECKPOINT_EVERY = 0.5
+"""Seconds between WAL checkpoints, done off the request path."""
+RESTART_AFTER = 5.0
+"""Seconds before delivery starts again after the queue failed under it."""
+
+
+class ServeConfigError(ValueError):
+    """A bad option for ``serve``."""
+
+
+@frozen
+class ServeSettings:
+    """How ``serve`` runs.
+
+    Attributes:
+        keys: Write key -> source name (the name deduplication and metrics use).
+        queue: The queue file.
+        sender: Delivery settings; None runs ingest only.
+        cors_origins: Origins browsers may post from ("*" for any); none: no CORS headers.
+        dedupe_window: Seconds a messageId is remembered per write key.
+        busy_timeout: Seconds a write waits for another process's lock before failing (503).
+        grace: Seconds requests and deliveries in progress get to finish after SIGTERM.
+    """
+
+    keys: Mapping[str, str]
+    queue: Path
+    sender: SenderSettings | None
+    host: str = "127.0.0.1"
+    port: int = 8088
+    cors_origins: Sequence[str] = ()
+    dedupe_window: float = 24 * 3600.0
+    busy_timeout: float = 5.0
+    grace: float = 5.0
+    log_level: str = "info"
+    log_format: str = "json"
+
+
+def parse_write_key(value: str) -> tuple[str, str]:
+    """``KEY`` or ``NAME=KEY`` -> (key, source name); unnamed keys are named by a digest."""
+    name, sep, key = value.partition("=")
+    if not sep:
+        name, key = "", value
+    key = key.strip()
+    if not key or not key.isprintable() or any(c.isspace() or c == ":" for c in key):
+        raise ServeConfigError(
+            "a write key must be printable, without spaces or ':' (NAME=KEY or KEY)"
+        )
+    if not name:
+        name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    elif not all(c.isalnum() or c in "-_." for c in name):
+        raise ServeConfigError(f"write key name {name!r}: use letters, digits, '-', '_', '.'")
+    return key, name
+
+
+@define
+class _Delivery:
+    """The delivery side of the server, as the app and the metrics see it."""
+
+    stats: Stats = field(factory=Stats)
+    sender: Sender | None = None
+    paused: Paused | None = None
+    state: str = "off"
+
+
+class Ingest:
+    """The request handlers, bound to a queue, the write keys and the delivery side."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        settings: ServeSettings,
+        delivery: _Delivery,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.keys = dict(settings.keys)
+        self.delivery = delivery
+        self.clock = clock
+        self.metrics = Metrics(stats=delivery.stats if settings.sender else None)
+        # Writes run on their own thread so that the event loop keeps answering; the
+        # queue serialises them with the sender's claims and verdicts.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+
+    async def call(self, action: Callable[..., T], *args: Any) -> T:
+        """Run a queue operation on the ingest thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, action, *args)
+
+    def close(self) -> None:
+        """Stop the ingest thread."""
+        self._executor.shutdown(wait=True)
+
+    def source_of(self, key: str | None) -> str | None:
+        """The source name of a write key, compared in constant time."""
+        if key is None:
+            return None
+        given = key.encode(errors="surrogatepass")
+        found = None
+        for known, name in self.keys.items():
+            if hmac.compare_digest(known.encode(), given):
+                found = name
+        return found
+
+    async def handle(self, request: Request) -> Response:
+        """One ``/v1/...`` call: check, store durably, answer."""
+        started = time.perf_counter()
+        path = request.url.path
+        call = SINGLE_CALLS.get(path)
+        fields: dict[str, Any] = {}
+        try:
+            status, body = await self._ingest(request, call, fields)
+        except BodyError as error:
+            status = error.status
+            body = {"success": False, "code": error.code, "message": error.message}
+            fields["code"] = error.code
+        except ClientDisconnect:
+            status, body = 499, {}
+            fields["code"] = "client_disconnected"
+        except Exception:  # noqa: BLE001 - a bug must not cost the client its events
+            # Nothing was stored: 503 makes the client keep the events and send them again.
+            log(logging.ERROR, "ingest failed unexpectedly", path=path, exc_info=True)
+            status = 503
+            body = {"success": False, "code": "internal_error", "message": "send again later"}
+            fields["code"] = "internal_error"
+        elapsed = time.perf_counter() - started
+        self.metrics.ingest.requests[path, status] += 1
+        self.metrics.latency.labels(path).observe(elapsed)
+        level = logging.INFO if status == 200 else logging.WARNING
+        if status >= 500:
+            level = logging.ERROR
+        log(level, "ingest", path=path, status=status, ms=round(elapsed * 1000, 2), **fields)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+    async def _ingest(
+        self, request: Request, call: str | None, fields: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        _check_content_type(request.headers.get("content-type"))
+        basic = _basic_key(request.headers.get("authorization"))
+        if basic is not None and self.source_of(basic) is None:
+            return _unauthorized(fields, "the write key in the Authorization header is not known")
+        limit = MAX_EVENT_BYTES if call is not None else MAX_BATCH_BYTES
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit + 1024:
+            raise BodyError(
+                400, "body_too_large", f"the request body is larger than {limit // 1024} KB"
+            )
+        decoder = Decoder(request.headers.get("content-encoding"), limit)
+        async for chunk in request.stream():
+            decoder.feed(chunk)
+        raw = decoder.finish()
+        document = loads(raw)
+        source = self.source_of(basic if basic is not None else write_key_of(document))
+        if source is None:
+            return _unauthorized(
+                fields, "no known write key: send it with HTTP Basic or as writeKey"
+            )
+        fields["source"] = source
+        now = self.clock()
+        rejections: list[Rejection] = []
+        if call is not None:
+            events: list[NewEvent] = [prepare_single(document, call, now, source)]
+        else:
+            prepared = prepare_batch(document, now, source, raw)
+            events, rejections = prepared.events, prepared.rejections
+        try:
+            result = await self.call(self.queue.put, events, now)
+        except QueueError as error:
+            fields["error"] = str(error)
+            raise BodyError(
+                503, "storage_unavailable", "the events could not be stored; send them again"
+            ) from None
+        counts = self.metrics.ingest
+        counts.received[source] += len(events)
+        counts.duplicates[source] += result.duplicates
+        for reason in result.rejected:
+            counts.rejected[reason] += 1
+        if self.delivery.sender is not None and result.accepted > len(result.rejected):
+            self.delivery.sender.notify()
+        fields.update(events=len(events), stored=result.accepted, duplicates=result.duplicates)
+        answer: dict[str, Any] = {"success": True}
+        if rejections:
+            fields["rejected"] = len(rejections)
+            shown = [
+                {"index": r.index, "reason": r.reason, "message": r.message} for r in rejections
+            ]
+            fields["rejections"] = shown[:_SHOWN_REJECTIONS]
+            answer["rejected"] = shown
+        return 200, answer
+
+    async def healthz(self, _request: Request) -> Response:
+        """Liveness, with the delivery side's state."""
+        delivery = self.delivery
+        body: dict[str, Any] = {"status": "ok", "delivery": delivery.state}
+        if delivery.paused is not None:
+            body["problem"] = delivery.paused.explain()
+        return Response(orjson.dumps(body), 200, media_type="application/json")
+
+    async def metrics_text(self, _request: Request) -> Response:
+        """Prometheus text format."""
+        try:
+            counts = await self.call(self.queue.counts)
+            oldest = await self.call(self.queue.oldest_queued)
+        except QueueError:
+            counts, oldest = None, None
+        age = None if oldest is None else max(0.0, self.clock() - oldest)
+        self.metrics.paused = self.delivery.paused is not None
+        text = self.metrics.render(QueueSnapshot(counts, age))
+        return Response(text, 200, media_type=CONTENT_TYPE)
+
+    async def not_allowed(self, request: Request) -> Response:
+        """A GET (or other method) on an ingest path."""
+        body = {
+            "success": False,
+            "code": "method_not_allowed",
+            "message": f"{request.method} {request.url.path}: events are sent with POST",
+        }
+        return Response(orjson.dumps(body), 405, {"Allow": "POST"}, "application/json")
+
+
+def _unauthorized(fields: dict[str, Any], message: str) -> tuple[int, dict[str, Any]]:
+    fields["code"] = "unauthorized"
+    return 401, {"success": False, "code": "unauthorized", "message": message}
+
+
+def _check_content_type(value: str | None) -> None:
+    if value is None:
+        return
+    kind = value.split(";", 1)[0].strip().lower()
+    if kind in _ACCEPTED_TYPES or (kind.startswith("application/") and kind.endswith("+json")):
+        return
+    raise BodyError(
+        415,
+        "unsupported_content_type",
+        f"Content-Type {kind!r} is not supported: send application/json",
+    )
+
+
+def _basic_key(header: str | None) -> str | None:
+    """The user name of an HTTP Basic ``Authorization`` header (the write key), else None."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
+
+
+def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
+    """The ASGI app of ``serve``."""
+    routes = [
+        Route(path, ingest.handle, methods=["POST"]) for path in (*BATCH_PATHS, *SINGLE_CALLS)
+    ]
+    routes += [
+        Route(path, ingest.not_allowed, methods=["GET", "PUT", "DELETE", "PATCH"])
+        for path in (*BATCH_PATHS, *SINGLE_CALLS)
+    ]
+    routes += [
+        Route("/healthz", ingest.healthz, methods=["GET"]),
+        Route("/metrics", ingest.metrics_text, methods=["GET"]),
+    ]
+    middleware = []
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["POST", "OPTIONS"],
+                allow_headers=[
+                    "Content-Type",
+                    "Content-Encoding",
+                    "Authorization",
+                    "X-Retry-Count",
+                ],
+                max_age=600,
+            )
+        )
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def _deliver_forever(
+    queue: Queue, settings: SenderSettings, delivery: _Delivery, stop: asyncio.Event
+) -> None:
+    """Run the sender until ``stop``; start it again after a storage failure."""
+    client = make_client(settings)
+    try:
+        while not stop.is_set():
+            sender = Sender(queue, client, settings)
+            sender.stats = delivery.stats
+            delivery.sender = sender
+            delivery.state = "running"
+            try:
+                await sender.call(queue.recover)
+                await sender.run(stop=stop, forever=True)
+            except QueueError as error:
+                delivery.state = "restarting"
+                log(
+                    logging.ERROR,
+                    "delivery stopped: the queue failed; starting again",
+                    error=scrub(str(error), settings.token),
+                    seconds=RESTART_AFTER,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RESTART_AFTER)
+                continue
+            if sender.paused is not None:
+                delivery.paused = sender.paused
+                delivery.state = "stopped"
+                log(logging.CRITICAL, "SENDING STOPPED: " + sender.paused.explain())
+                await stop.wait()
+    finally:
+        delivery.state = "off"
+        await client.aclose()
+
+
+async def _prune_now_and_then(ingest: Ingest, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            forgotten = await ingest.call(ingest.queue.prune, time.time())
+        except QueueError as error:
+            log(logging.ERROR, "could not prune the queue", error=str(error))
+        else:
+            if forgotten:
+                log(logging.INFO, "pruned finished events", events=forgotten)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PRUNE_EVERY)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with the signals left to ``serve`` (which exits 0 after SIGTERM)."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._announce()
+
+
+async def _serve(
+    settings: ServeSettings, queue: Queue, sock: socket.socket, stdout: IO[str]
+) -> None:
+    delivery = _Delivery()
+    ingest = Ingest(queue, settings, delivery)
+    app = create_app(ingest, settings.cors_origins)
+    config = uvicorn.Config(
+        app,
+        access_log=False,
+        lifespan="off",
+        log_config=None,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.grace)),
+        server_header=False,
+    )
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    mode = f"delivering to {settings.sender.base_url}" if settings.sender else "ingest only"
+
+    def announce() -> None:
+        print(f"attentive-router serving on {url} ({mode})", file=stdout, flush=True)
+        log(
+            logging.INFO,
+            "serving",
+            url=url,
+            write_keys=sorted(set(settings.keys.values())),
+            delivery=mode,
+            queue=str(settings.queue),
+            cors_origins=list(settings.cors_origins),
+        )
+
+    server = _Server(config, announce)
+    stop = asyncio.Event()
+
+    def _on_signal(signum: int) -> None:
+        # Requests in flight and deliveries in flight get the same grace period, side by side.
+        server.handle_exit(signum, None)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    signals = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _on_signal, signum)
+        signals.append(signum)
+    tasks = [asyncio.create_task(_prune_now_and_then(ingest, stop))]
+    if settings.sender is not None:
+        tasks.append(asyncio.create_task(_deliver_forever(queue, settings.sender, delivery, stop)))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        log(logging.INFO, "stopping: no new requests; finishing deliveries in flight")
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        ingest.close()
+    stats = delivery.stats
+    log(
+        logging.INFO,
+        "stopped",
+        requests=sum(ingest.metrics.ingest.requests.values()),
+        events_received=sum(ingest.metrics.ingest.received.values()),
+        delivered=stats.outcomes[State.DELIVERED.label],
+        attentive_requests=stats.requests,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+    except ImportError:  # pragma: no cover - uvloop is not built for every platform
+        return None
+    return uvloop.new_event_loop
+
+
+def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``serve`` until SIGINT or SIGTERM; return the exit status."""
+    prog = "attentive-router serve"
+    configure(settings.log_level, settings.log_format, stderr)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        queue = SQLiteQueue(
+            settings.queue,
+            dedupe_window=settings.dedupe_window,
+            busy_timeout=settings.busy_timeout,
+            checkpoint_every=CHECKPOINT_EVERY,
+        )
+    except QueueError as error:
+        print(f"{prog}: {error}", file=stderr)
+        return 2
+    try:
+        with contextlib.ExitStack() as stack:
+            if settings.sender is not None:
+                stack.enter_context(delivery_lock(settings.queue))
+            try:
+                sock = _bind(settings.host, settings.port)
+            except OSError as error:
+                print(
+                    f"{prog}: cannot listen on {settings.host}:{settings.port}: "
+                    f"{error.strerror or error}",
+                    file=stderr,
+                )
+                return 2
+            stack.callback(sock.close)
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_serve(settings, queue, sock, stdout))
+    except QueueBusyError as error:
+        print(f"{prog}: {error} (or run this server with --no-deliver)", file=stderr)
+        return 2
+    finally:
+        queue.close()
+    return 0

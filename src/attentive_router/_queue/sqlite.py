@@ -1,0 +1,416 @@
+"""The embedded queue backend: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Every ``put`` and ``settle`` is one transaction, so a batch is either wholly on disk or not
+at all, and an acknowledged batch survives a crash or power loss. One process delivers from a
+file at a time (the commands hold a lock file); readers may look at it concurrently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from attentive_router._queue.interface import (
+    DEFAULT_DEDUPE_WINDOW,
+    Claim,
+    Enqueued,
+    NewEvent,
+    QueueError,
+    Record,
+    Settlement,
+    State,
+)
+
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+"""How long finished events stay in the file for inspection (seconds)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    user TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    throttles INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    first_attempt_at REAL,
+    last_attempt_at REAL,
+    next_attempt_at REAL NOT NULL,
+    settled_at REAL,
+    status INTEGER,
+    response TEXT,
+    reason TEXT,
+    message TEXT,
+    endpoint TEXT,
+    request BLOB
+);
+CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, id) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS events_open_by_user ON events (user, id) WHERE state IN (0, 1);
+CREATE INDEX IF NOT EXISTS events_in_flight_by_user ON events (user) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS events_dead ON events (id) WHERE state = 5;
+CREATE TABLE IF NOT EXISTS seen (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, key, source, user, state, event, received_at, attempts, throttles, done, "
+    "first_attempt_at, last_attempt_at, next_attempt_at, status, response, reason, message, "
+    "endpoint, request"
+)
+
+# Due: queued, its time has come, no earlier event of the same user is still open, and no
+# event of the user is in flight (a replayed dead letter may be older than one in flight).
+_DUE = """
+    q.state = 0 AND q.next_attempt_at <= :now AND NOT EXISTS (
+        SELECT 1 FROM events AS p
+        WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
+    ) AND NOT EXISTS (
+        SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
+    )
+"""
+
+_CLAIM = f"""
+UPDATE events SET state = 1 WHERE id IN (
+    SELECT q.id FROM events AS q WHERE {_DUE} ORDER BY q.next_attempt_at, q.id LIMIT :limit
+)
+RETURNING id, key, event, received_at, attempts, throttles, first_attempt_at, done
+"""  # noqa: S608 - constant SQL, values are bound
+
+# Earliest time at which some user's first open event becomes due (users whose first open
+# event is in flight are waiting on the sender, not on the clock).
+_NEXT_DUE = """
+SELECT min(q.next_attempt_at) FROM events AS q
+WHERE q.state = 0 AND NOT EXISTS (
+    SELECT 1 FROM events AS p WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
+) AND NOT EXISTS (
+    SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
+)
+"""
+
+_SETTLE = """
+UPDATE events SET
+    state = :state, attempts = :attempts, throttles = :throttles, done = :done,
+    first_attempt_at = :first_attempt_at, last_attempt_at = :last_attempt_at,
+    next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
+    settled_at = CASE WHEN :state = 0 THEN NULL ELSE coalesce(:last_attempt_at, received_at) END,
+    status = :status, response = :response, reason = :reason, message = :message,
+    endpoint = :endpoint, request = :request
+WHERE id = :id AND state = 1
+"""
+
+T = TypeVar("T")
+
+_ROWS_PER_STATEMENT = 250
+"""Rows per multi-row INSERT (10 values each: well inside SQLite's limit on parameters)."""
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _keys_by_source(events: Sequence[NewEvent]) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for item in events:
+        keys.setdefault(item.source, []).append(item.key)
+    return keys
+
+
+class SQLiteQueue:
+    """A durable queue in one SQLite file (see ``Queue`` for what each method promises).
+
+    Args:
+        path: The database file; created with its tables when missing.
+        dedupe_window: Seconds during which a repeated ``(source, key)`` is ignored.
+        retention: Seconds finished events are kept before ``prune`` forgets them.
+        busy_timeout: Seconds to wait for another process's write lock before failing with
+            ``QueueError``.
+        checkpoint_every: When given, a background thread checkpoints the WAL at this interval
+            (seconds) instead of the commit that crosses SQLite's threshold (for a server,
+            whose commits keep clients waiting).
+
+    ``counts`` and ``oldest_queued`` read through a second connection: in WAL mode a reader
+    never waits for a writer, so a metrics scrape does not hold up events being queued.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
+        retention: float = DEFAULT_RETENTION,
+        busy_timeout: float = 10.0,
+        checkpoint_every: float | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dedupe_window = dedupe_window
+        self.retention = retention
+        self._lock = threading.Lock()
+        self._reader_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._timeout = busy_timeout
+        self._stopping = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.executescript(_SCHEMA)
+            if checkpoint_every is not None:
+                self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        except sqlite3.Error as error:
+            msg = f"cannot open the queue {self.path}: {error}"
+            raise QueueError(msg) from error
+        if checkpoint_every is not None:
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_now_and_then,
+                args=(checkpoint_every,),
+                name="queue-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_now_and_then(self, interval: float) -> None:
+        """Copy the WAL into the database file off the writers' path (``checkpoint_every``).
+
+        A commit that crosses SQLite's automatic threshold would otherwise do this work, and
+        its fsync, while a client waits for its answer. A passive checkpoint never blocks a
+        writer; committed transactions are durable in the WAL either way.
+        """
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=self._timeout)
+        try:
+            db.execute("PRAGMA synchronous = FULL")
+            while not self._stopping.wait(interval):
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                msg = f"queue {self.path}: {error}"
+                raise QueueError(msg) from error
+
+    def _read(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return action(self._db)
+            except sqlite3.Error as error:
+                msg = f"queue {self.path}: {error}"
+                raise QueueError(msg) from error
+
+    def _snapshot(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the second connection (opened on first use)."""
+        with self._reader_lock:
+            try:
+                if self._reader is None:
+                    self._reader = sqlite3.connect(
+                        self.path,
+                        isolation_level=None,
+                        check_same_thread=False,
+                        timeout=self._timeout,
+                    )
+                return action(self._reader)
+            except sqlite3.Error as error:
+                msg = f"queue {self.path}: {error}"
+                raise QueueError(msg) from error
+
+    def put(self, events: Sequence[NewEvent], now: float) -> Enqueued:
+        """Store ``events`` in one transaction; skip keys seen within the window.
+
+        A put is a handful of statements whatever its size: one look-up of the keys already
+        seen, then multi-row inserts. The sqlite3 module lets go of the GIL at every step of
+        a statement and must win it back from the event loop's thread afterwards; one
+        statement per event made a put crawl while a server's loop was busy parsing.
+        """
+        cutoff = now - self.dedupe_window
+        with self._transaction() as db:
+            seen: set[tuple[str, str]] = set()
+            for source, keys in _keys_by_source(events).items():
+                for some in _chunks(keys, _ROWS_PER_STATEMENT * 4):
+                    marks = ", ".join("?" * len(some))
+                    found = db.execute(
+                        "SELECT key FROM seen WHERE source = ? AND at >= ? "  # noqa: S608 - placeholders only
+                        f"AND key IN ({marks})",
+                        (source, cutoff, *some),
+                    )
+                    seen.update((source, key) for (key,) in found)
+            accepted: list[NewEvent] = []
+            for item in events:
+                if (item.source, item.key) not in seen:
+                    seen.add((item.source, item.key))
+                    accepted.append(item)
+            for chunk in _chunks(accepted, _ROWS_PER_STATEMENT):
+                marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+                params: list[Any] = []
+                for item in chunk:
+                    params += (item.source, item.key, now)
+                db.execute(f"INSERT OR REPLACE INTO seen (source, key, at) VALUES {marks}", params)  # noqa: S608
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                params = []
+                for item in chunk:
+                    if item.rejected is None:
+                        params += (item.key, item.source, item.user, 0, item.event)
+                        params += (item.received_at, item.received_at, None, None, None)
+                    else:
+                        params += (item.key, item.source, item.user, int(State.REJECTED))
+                        params += (item.event, item.received_at, item.received_at, now)
+                        params += item.rejected
+                db.execute(
+                    "INSERT INTO events (key, source, user, state, event, received_at, "  # noqa: S608 - placeholders only
+                    f"next_attempt_at, settled_at, reason, message) VALUES {marks}",
+                    params,
+                )
+        rejected = tuple(item.rejected[0] for item in accepted if item.rejected is not None)
+        return Enqueued(len(accepted), len(events) - len(accepted), rejected)
+
+    def claim(self, now: float, limit: int) -> list[Claim]:
+        """Mark up to ``limit`` due events in flight and return them in id order."""
+        with self._transaction() as db:
+            rows = db.execute(_CLAIM, {"now": now, "limit": limit}).fetchall()
+        return sorted((Claim(*row) for row in rows), key=lambda claim: claim.id)
+
+    def settle(self, settlements: Sequence[Settlement]) -> None:
+        """Record verdicts in one transaction (only for events still in flight)."""
+        with self._transaction() as db:
+            db.executemany(
+                _SETTLE,
+                [
+                    {
+                        "id": s.id,
+                        "state": int(s.state),
+                        "attempts": s.attempts,
+                        "throttles": s.throttles,
+                        "done": s.done,
+                        "first_attempt_at": s.first_attempt_at,
+                        "last_attempt_at": s.last_attempt_at,
+                        "next_attempt_at": s.next_attempt_at,
+                        "status": s.status,
+                        "response": s.response,
+                        "reason": s.reason,
+                        "message": s.message,
+                        "endpoint": s.endpoint,
+                        "request": s.request,
+                    }
+                    for s in settlements
+                ],
+            )
+
+    def release(self, ids: Iterable[int]) -> None:
+        """Put claimed events back unchanged."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE events SET state = 0 WHERE id = ? AND state = 1", [(i,) for i in ids]
+            )
+
+    def recover(self) -> int:
+        """Put every in-flight event back in the queue; return how many."""
+        with self._transaction() as db:
+            return db.execute("UPDATE events SET state = 0 WHERE state = 1").rowcount
+
+    def next_due(self) -> float | None:
+        """The earliest time some queued event can be claimed, or None."""
+        value = self._read(lambda db: db.execute(_NEXT_DUE).fetchone()[0])
+        return None if value is None else float(value)
+
+    def counts(self) -> dict[State, int]:
+        """Number of events in each state (every state is present)."""
+        rows = self._snapshot(
+            lambda db: db.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall()
+        )
+        found = {State(state): count for state, count in rows}
+        return {state: found.get(state, 0) for state in State}
+
+    def oldest_queued(self) -> float | None:
+        """The receipt time of the oldest event queued or in flight, or None."""
+        value = self._snapshot(
+            lambda db: db.execute(
+                "SELECT min(received_at) FROM events WHERE state IN (0, 1)"
+            ).fetchone()[0]
+        )
+        return None if value is None else float(value)
+
+    def records(self, state: State | None = None, limit: int = 100, after: int = 0) -> list[Record]:
+        """Events in id order, optionally only those in ``state``."""
+        if state is None:
+            sql = f"SELECT {_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?"  # noqa: S608
+            params: tuple[Any, ...] = (after, limit)
+        else:
+            sql = f"SELECT {_COLUMNS} FROM events WHERE state = ? AND id > ? ORDER BY id LIMIT ?"  # noqa: S608
+            params = (int(state), after, limit)
+        rows = self._read(lambda db: db.execute(sql, params).fetchall())
+        return [_record(row) for row in rows]
+
+    def record(self, id_or_key: int | str) -> Record | None:
+        """One event by id, or (the latest) by key."""
+        if isinstance(id_or_key, int):
+            sql = f"SELECT {_COLUMNS} FROM events WHERE id = ?"  # noqa: S608
+        else:
+            sql = f"SELECT {_COLUMNS} FROM events WHERE key = ? ORDER BY id DESC LIMIT 1"  # noqa: S608
+        row = self._read(lambda db: db.execute(sql, (id_or_key,)).fetchone())
+        return None if row is None else _record(row)
+
+    def replay(self, ids: Iterable[int] | None, now: float) -> int:
+        """Re-queue dead letters; return how many were re-queued."""
+        reset = (
+            "UPDATE events SET state = 0, attempts = 0, throttles = 0, first_attempt_at = NULL, "
+            "next_attempt_at = ?, settled_at = NULL, reason = NULL, message = NULL "
+            "WHERE state = 5"
+        )
+        with self._transaction() as db:
+            if ids is None:
+                return db.execute(reset, (now,)).rowcount
+            return sum(db.execute(f"{reset} AND id = ?", (now, i)).rowcount for i in ids)
+
+    def prune(self, now: float) -> int:
+        """Forget finished events past the retention and keys past the dedupe window."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM seen WHERE at < ?", (now - self.dedupe_window,))
+            return db.execute(
+                "DELETE FROM events WHERE state IN (2, 3, 4) AND settled_at < ?",
+                (now - self.retention,),
+            ).rowcount
+
+    def close(self) -> None:
+        """Close the database."""
+        self._stopping.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        with self._lock:
+            self._db.close()
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    values = list(row)
+    values[4] = State(values[4])
+    return Record(*values)

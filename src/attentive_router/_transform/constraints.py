@@ -1,0 +1,267 @@
+"""Attentive's rules on whole request bodies, applied after a mapping has built one.
+
+The rules table says where each value comes from; this module enforces what Attentive's API
+documents about the values once assembled: property-key characters and the limits on custom
+events, the 100-character identity limit and the "can it link anything" rule of the Identity
+API, and non-empty custom attributes. Each check returns the body to send (possibly with keys
+dropped), ``None`` when there is nothing worth sending, or a ``Rejected`` outcome. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+from attrs import define, field
+
+from attentive_router._transform.expressions import MAX_DEPTH
+from attentive_router._transform.models import (
+    Body,
+    CustomAttributesRequest,
+    CustomEventsRequest,
+    EventUser,
+    IdentifyRequest,
+)
+from attentive_router._transform.options import Context
+from attentive_router._transform.outcome import Rejected, TransformWarning
+from attentive_router._transform.source import shown
+from attentive_router._transform.values import E164, EMAIL
+
+MAX_EVENT_KEYS = 200
+MAX_SHORTENED_URL = 1024
+MAX_IDENTITY_FIELD = 100
+
+
+_FORBIDDEN_KEY = re.compile(r'["{}\[\]\\|]')
+"""Any character Attentive forbids in custom event property keys: " { } [ ] \\ |."""
+
+
+_CLEAN_KEYS: set[str] = set()
+"""Property keys already found free of forbidden characters (bounded by ``_MAX_CLEAN_KEYS``)."""
+_MAX_CLEAN_KEYS = 4096
+
+
+def _forbidden(key: object) -> bool:
+    if key in _CLEAN_KEYS:
+        return False
+    if not isinstance(key, str) or _FORBIDDEN_KEY.search(key):
+        return True
+    if len(_CLEAN_KEYS) < _MAX_CLEAN_KEYS:
+        _CLEAN_KEYS.add(key)
+    return False
+
+
+@define
+class _Scan:
+    """One pass over custom event properties: what Attentive's rules have to say about them."""
+
+    dropped: list[str] = field(factory=list)
+    too_deep: list[str] = field(factory=list)
+    nested: list[str] = field(factory=list)
+    urls: list[str] = field(factory=list)
+    keys: int = 0
+
+    def visit(self, value: object, path: str, depth: int = 1) -> None:
+        """Note forbidden keys, nesting and long URLs at every depth under ``path``."""
+        if isinstance(value, dict):
+            self.keys += len(value)
+            for key, inner in value.items():
+                if _forbidden(key):
+                    self.dropped.append(f"{path}.{key}")
+                elif isinstance(inner, str):
+                    if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                        self.urls.append(f"{path}.{key}")
+                elif isinstance(inner, dict | list):
+                    self.nested.append(f"{path}.{key}")
+                    self._inner(inner, f"{path}.{key}", depth)
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                if isinstance(inner, str):
+                    if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                        self.urls.append(f"{path}[{index}]")
+                elif isinstance(inner, dict | list):
+                    self._inner(inner, f"{path}[{index}]", depth)
+
+    def _inner(self, value: dict[str, Any] | list[Any], path: str, depth: int) -> None:
+        if depth >= MAX_DEPTH:
+            self.too_deep.append(path)
+        else:
+            self.visit(value, path, depth + 1)
+
+
+_URL_SCHEMES = ("http://", "https://")
+
+
+def _kept(value: Any, depth: int = 1) -> Any:
+    """A copy without forbidden keys and without containers nested past ``MAX_DEPTH``."""
+    if isinstance(value, dict):
+        return {
+            key: _kept(inner, depth + 1)
+            for key, inner in value.items()
+            if not _forbidden(key) and not (depth >= MAX_DEPTH and isinstance(inner, dict | list))
+        }
+    if isinstance(value, list):
+        return [
+            _kept(inner, depth + 1)
+            for inner in value
+            if not (depth >= MAX_DEPTH and isinstance(inner, dict | list))
+        ]
+    return value
+
+
+def _distinct_keys(value: Any, path: str, seen: set[str]) -> None:
+    """Key paths as journeys see them: the items of a list share their keys."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            seen.add(f"{path}.{key}")
+            _distinct_keys(inner, f"{path}.{key}", seen)
+    elif isinstance(value, list):
+        for inner in value:
+            _distinct_keys(inner, f"{path}[]", seen)
+
+
+def _shown(paths: list[str], limit: int = 5) -> str:
+    unique = list(dict.fromkeys(paths))
+    more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+    return ", ".join(unique[:limit]) + more
+
+
+def custom_event(
+    body: CustomEventsRequest, ctx: Context, warnings: list[TransformWarning]
+) -> CustomEventsRequest | Rejected:
+    """Drop (or, strictly, refuse) forbidden property keys; warn about Attentive's limits."""
+    if body.properties is None:
+        return body
+    scan = _Scan()
+    scan.visit(body.properties, "properties")
+    properties = body.properties
+    if scan.dropped:
+        message = (
+            f"key(s) {_shown(scan.dropped)} contain a character Attentive forbids in property "
+            'keys (" { } [ ] \\ |)'
+        )
+        if ctx.config.strict_property_keys:
+            return Rejected("invalid_property_key", message)
+        warnings.append(TransformWarning("property_key_dropped", message + "; left out"))
+    if scan.too_deep:
+        warnings.append(
+            TransformWarning(
+                "value_too_deep",
+                f"{_shown(scan.too_deep)} nest more than {MAX_DEPTH} levels deep; left out",
+            )
+        )
+    if scan.dropped or scan.too_deep:
+        properties = _kept(properties)
+    if scan.keys > MAX_EVENT_KEYS:
+        seen: set[str] = set()
+        _distinct_keys(properties, "properties", seen)
+        if len(seen) > MAX_EVENT_KEYS:
+            warnings.append(
+                TransformWarning(
+                    "too_many_keys",
+                    f"properties have {len(seen)} distinct keys; Attentive saves them all but "
+                    f"only {MAX_EVENT_KEYS} are usable in journeys and macros",
+                )
+            )
+    if scan.urls:
+        warnings.append(
+            TransformWarning(
+                "long_url",
+                f"{_shown(scan.urls)}: URLs longer than {MAX_SHORTENED_URL} characters are sent "
+                "as they are, without Attentive's link shortening",
+            )
+        )
+    if scan.nested:
+        warnings.append(
+            TransformWarning(
+                "nested_value",
+                f"{_shown(scan.nested)}: lists and nested objects render in email only, not in SMS",
+            )
+        )
+    if properties is body.properties:
+        return body
+    return attrs.evolve(body, properties=properties or None)
+
+
+def _limited(value: str | None, field: str, warnings: list[TransformWarning]) -> str | None:
+    if value is not None and len(value) > MAX_IDENTITY_FIELD:
+        warnings.append(
+            TransformWarning(
+                "identifier_too_long",
+                f"{field} has {len(value)} characters; the Identity API takes at most "
+                f"{MAX_IDENTITY_FIELD}; left out of the identity call",
+            )
+        )
+        return None
+    return value
+
+
+def identity(
+    body: IdentifyRequest, ctx: Context, warnings: list[TransformWarning]
+) -> IdentifyRequest | None:
+    """Apply the 100-character limit; send only when a linking identifier has a partner."""
+    email = _limited(body.email, "traits.email", warnings)
+    client_user_id = _limited(body.client_user_id, "userId", warnings)
+    customs = tuple(
+        identifier
+        for identifier in body.custom_identifiers or ()
+        if _limited(identifier.value, f"traits.{identifier.name}", warnings) is not None
+    )
+    linking = (client_user_id is not None) + len(customs)
+    others = (body.phone is not None) + (email is not None)
+    if linking == 0 or linking + others < 2:
+        return None
+    return attrs.evolve(
+        body, email=email, client_user_id=client_user_id, custom_identifiers=customs or None
+    )
+
+
+def custom_attributes(
+    body: CustomAttributesRequest, ctx: Context, warnings: list[TransformWarning]
+) -> CustomAttributesRequest | None:
+    """A Custom Attributes call with no attributes is not sent."""
+    return body if body.properties else None
+
+
+def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> None:
+    """Warn once per event about how Attentive will (or will not) recognise the user."""
+    for body in bodies:
+        client_user_id = getattr(body, "client_user_id", None)
+        user = getattr(body, "user", None)
+        if isinstance(user, EventUser):
+            if user.external_identifiers is not None:
+                client_user_id = user.external_identifiers.client_user_id
+            if user.phone is None and user.email is None:
+                warnings.append(
+                    TransformWarning(
+                        "client_user_id_only",
+                        "the user is known only by userId/custom identifiers; Attentive matches "
+                        "it only if the Identity API linked them to a phone or email before",
+                    )
+                )
+        if (
+            client_user_id is not None
+            and ("@" in client_user_id or client_user_id.startswith("+"))
+            and (EMAIL.fullmatch(client_user_id) or E164.fullmatch(client_user_id))
+        ):
+            warnings.append(
+                TransformWarning(
+                    "contact_as_client_user_id",
+                    f"userId {shown(client_user_id)} looks like an email address or phone "
+                    "number; Attentive asks for a stable internal id in clientUserId, with email "
+                    "and phone in their own fields (it is sent as it is)",
+                )
+            )
+
+
+def check(body: Body, ctx: Context, warnings: list[TransformWarning]) -> Body | Rejected | None:
+    """Apply the rules for the type of ``body``."""
+    if isinstance(body, CustomEventsRequest):
+        return custom_event(body, ctx, warnings)
+    if isinstance(body, IdentifyRequest):
+        return identity(body, ctx, warnings)
+    if isinstance(body, CustomAttributesRequest):
+        return custom_attributes(body, ctx, warnings)
+    return body
