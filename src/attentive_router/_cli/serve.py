@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from attrs import evolve
@@ -29,6 +30,9 @@ endpoints (Segment's HTTP Tracking API):
   POST /v1/batch  /v1/import  /v1/b                   what server libraries send
   POST /v1/track  /v1/page  /v1/identify  /v1/screen  /v1/group  /v1/alias
   POST /v1/t  /v1/p  /v1/i  /v1/s  /v1/g  /v1/a        what analytics.js sends
+  GET  /v1/projects/WRITE_KEY/settings               what analytics.js loads first
+  POST /v1/m                                          its telemetry (accepted, dropped)
+  GET  /analytics.js/v1/WRITE_KEY/analytics.min.js    the library itself (--analytics-js)
   GET  /healthz   GET /metrics (Prometheus)
 
 The write key is the user name of HTTP Basic auth, or "writeKey" in the body. 200 means the
@@ -87,6 +91,27 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
         help=f"an origin browsers may post from, e.g. https://shop.example, or * (repeatable; "
         f"default: ${CORS_ENV}, comma-separated; none: no CORS)",
     )
+    browser = serve.add_argument_group("browsers (analytics.js)")
+    browser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where browsers reach this server, e.g. https://events.shop.example, when it "
+        "sits behind a proxy; the settings analytics.js loads point it there (default: the "
+        "scheme and Host of each request)",
+    )
+    browser.add_argument(
+        "--trust-proxy",
+        action="store_true",
+        help="take the scheme and host from X-Forwarded-Proto and X-Forwarded-Host (only "
+        "behind a proxy that sets them)",
+    )
+    browser.add_argument(
+        "--analytics-js",
+        metavar="DIR",
+        type=Path,
+        help="host analytics.js from DIR, the dist/umd folder of the npm package "
+        "@segment/analytics-next, at /analytics.js/v1/WRITE_KEY/analytics.min.js",
+    )
     group.add_argument(
         "--no-deliver",
         action="store_true",
@@ -144,6 +169,12 @@ def run_serve_command(
     args: argparse.Namespace, config: Config, stdout: IO[str], stderr: IO[str]
 ) -> int:
     """``serve``: check the options, then run the server."""
+    from attentive_router._ingest.browser import (  # noqa: PLC0415
+        AnalyticsJs,
+        AnalyticsJsError,
+        PublicUrlError,
+        parse_public_url,
+    )
     from attentive_router._ingest.server import (  # noqa: PLC0415 - the server's imports are heavy
         ServeConfigError,
         ServeSettings,
@@ -166,6 +197,12 @@ def run_serve_command(
     if not 0 <= args.port <= 65535:
         print(f"{prog}: --port {args.port}: expected 0 to 65535", file=stderr)
         return 2
+    try:
+        public_url = None if args.public_url is None else parse_public_url(args.public_url)
+        analytics_js = None if args.analytics_js is None else AnalyticsJs(args.analytics_js)
+    except (PublicUrlError, AnalyticsJsError) as error:
+        print(f"{prog}: {error}", file=stderr)
+        return 2
     sender = None
     if not args.no_deliver:
         token = _token(args, stderr)
@@ -185,5 +222,8 @@ def run_serve_command(
         grace=max(0.0, args.grace),
         log_level=args.log_level,
         log_format=args.log_format,
+        public_url=public_url,
+        trust_proxy=args.trust_proxy,
+        analytics_js=analytics_js,
     )
     return run_serve(settings, stdout, stderr)

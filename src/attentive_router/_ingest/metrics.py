@@ -30,6 +30,8 @@ class IngestCounts:
     received: Counter[str] = field(factory=Counter)
     duplicates: Counter[str] = field(factory=Counter)
     rejected: Counter[str] = field(factory=Counter)
+    browser: Counter[str] = field(factory=Counter)
+    """What browsers asked besides events: settings served, 404s, refused origins, ..."""
 
 
 @frozen
@@ -89,6 +91,15 @@ class _Families(Collector):
             "Received events already queued within the dedupe window (not stored again).",
             ingest.duplicates,
         )
+        browser = CounterMetricFamily(
+            _P + "browser_requests",
+            "Requests of browsers besides events (settings, analytics_js, bundles, "
+            "telemetry_dropped, settings_unknown_key, not_found, origin_refused).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(ingest.browser.items()):
+            browser.add_metric([kind], count)
+        yield browser
         yield from self._outcomes()
         yield from self._queue()
 

@@ -34,6 +34,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from attentive_router._delivery.job import QueueBusyError, delivery_lock
 from attentive_router._delivery.sender import (
@@ -43,6 +44,15 @@ from attentive_router._delivery.sender import (
     Stats,
     make_client,
     scrub,
+)
+from attentive_router._ingest.browser import (
+    SETTINGS_MAX_AGE,
+    TELEMETRY_LIMIT,
+    AnalyticsJs,
+    OncePerMinute,
+    PublicBase,
+    request_base,
+    settings_document,
 )
 from attentive_router._ingest.logs import configure, log
 from attentive_router._ingest.metrics import CONTENT_TYPE, Metrics, QueueSnapshot
@@ -100,6 +110,9 @@ class ServeSettings:
         dedupe_window: Seconds a messageId is remembered per write key.
         busy_timeout: Seconds a write waits for another process's lock before failing (503).
         grace: Seconds requests and deliveries in progress get to finish after SIGTERM.
+        public_url: Where browsers reach the server (behind a proxy); None: from each request.
+        trust_proxy: Take the scheme and host from ``X-Forwarded-Proto`` / ``X-Forwarded-Host``.
+        analytics_js: The ``dist/umd`` folder of ``@segment/analytics-next`` to host; None: not.
     """
 
     keys: Mapping[str, str]
@@ -113,6 +126,9 @@ class ServeSettings:
     grace: float = 5.0
     log_level: str = "info"
     log_format: str = "json"
+    public_url: PublicBase | None = None
+    trust_proxy: bool = False
+    analytics_js: AnalyticsJs | None = None
 
 
 def parse_write_key(value: str) -> tuple[str, str]:
@@ -157,6 +173,10 @@ class Ingest:
         self.delivery = delivery
         self.clock = clock
         self.metrics = Metrics(stats=delivery.stats if settings.sender else None)
+        self.public_url = settings.public_url
+        self.trust_proxy = settings.trust_proxy
+        self.analytics_js = settings.analytics_js
+        self.throttle = OncePerMinute()
         # Writes run on their own thread so that the event loop keeps answering; the
         # queue serialises them with the sender's claims and verdicts.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ingest")
@@ -287,6 +307,87 @@ class Ingest:
         text = self.metrics.render(QueueSnapshot(counts, age))
         return Response(text, 200, media_type=CONTENT_TYPE)
 
+    async def settings(self, request: Request) -> Response:
+        """``GET /v1/projects/{writeKey}/settings``: what analytics.js loads before anything."""
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": "GET, HEAD, OPTIONS"})
+        source = self.source_of(request.path_params["key"])
+        origin = request.headers.get("origin")
+        if source is None:
+            self.browser_event(
+                "settings_unknown_key", "settings for an unknown write key", origin or "-"
+            )
+            return _json_error(404, "unknown_write_key", "no such write key")
+        base = request_base(request.headers, request.url.scheme, self.public_url, self.trust_proxy)
+        self.metrics.ingest.browser["settings"] += 1
+        log(
+            logging.INFO,
+            "settings",
+            source=source,
+            origin=origin,
+            api=base.protocol + "://" + base.host,
+        )
+        return Response(
+            orjson.dumps(settings_document(request.path_params["key"], base)),
+            200,
+            {"Cache-Control": f"public, max-age={SETTINGS_MAX_AGE}"},
+            media_type="application/json",
+        )
+
+    async def telemetry(self, request: Request) -> Response:
+        """``POST /v1/m``: analytics.js's own telemetry, accepted and dropped unread."""
+        read = 0
+        with contextlib.suppress(ClientDisconnect):
+            async for chunk in request.stream():
+                read += len(chunk)
+                if read > TELEMETRY_LIMIT:
+                    break
+        self.metrics.ingest.browser["telemetry_dropped"] += 1
+        return Response(b'{"success":true}', 200, media_type="application/json")
+
+    async def loader(self, request: Request) -> Response:
+        """``GET /analytics.js/v1/{writeKey}/analytics.min.js``: the self-hosted library."""
+        hosted = self.analytics_js
+        if hosted is None or self.source_of(request.path_params["key"]) is None:
+            what = (
+                "analytics.js for an unknown write key" if hosted else "analytics.js (not hosted)"
+            )
+            self.browser_event("not_found", what, request.url.path)
+            # A script, so that the browser reports the 404 instead of blocking a JSON body.
+            script = b"console.error('analytics.js: no such write key on this server');\n"
+            return Response(script, 404, media_type="application/javascript")
+        self.metrics.ingest.browser["analytics_js"] += 1
+        return Response(
+            hosted.loader_for(request.path_params["key"]),
+            200,
+            {"Cache-Control": f"public, max-age={SETTINGS_MAX_AGE}"},
+            media_type="application/javascript",
+        )
+
+    async def bundle(self, request: Request) -> Response:
+        """``GET /analytics-next/bundles/{name}``: a bundle the library loads lazily."""
+        hosted = self.analytics_js
+        content = None if hosted is None else hosted.bundle(request.path_params["name"])
+        if content is None:
+            self.browser_event("not_found", "no such analytics.js bundle", request.url.path)
+            return _json_error(404, "not_found", "no such file")
+        self.metrics.ingest.browser["bundles"] += 1
+        # Bundle names carry a content hash: a copy never goes stale.
+        headers = {"Cache-Control": "public, max-age=31536000, immutable"}
+        return Response(content, 200, headers, media_type="application/javascript")
+
+    async def not_found(self, request: Request, _error: Exception) -> Response:
+        """Any other path: a JSON 404, counted, logged once a minute per path."""
+        self.browser_event("not_found", "no such path", request.url.path)
+        return _json_error(404, "not_found", f"{request.method} {request.url.path}: no such path")
+
+    def browser_event(self, kind: str, message: str, key: str | None) -> None:
+        """Count ``kind`` and log it, at most once a minute for the same ``key``."""
+        self.metrics.ingest.browser[kind] += 1
+        repeated = self.throttle.due(f"{kind} {key}")
+        if repeated is not None:
+            log(logging.WARNING, message, kind=kind, about=key, times=repeated)
+
     async def not_allowed(self, request: Request) -> Response:
         """A GET (or other method) on an ingest path."""
         body = {
@@ -295,6 +396,44 @@ class Ingest:
             "message": f"{request.method} {request.url.path}: events are sent with POST",
         }
         return Response(orjson.dumps(body), 405, {"Allow": "POST"}, "application/json")
+
+
+def _json_error(status: int, code: str, message: str) -> Response:
+    body = {"success": False, "code": code, "message": message}
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+class OriginGuard:
+    """Refuses requests from browser origins that ``--cors-origin`` does not allow.
+
+    A browser sends some cross-origin requests without asking first (a ``text/plain`` POST is
+    one), and CORS only hides the answer from the page: the events would still be stored. So a
+    request whose ``Origin`` is not allowed gets 403 ``origin_not_allowed`` before it is read,
+    and a refused preflight is logged (once a minute per origin) before CORS answers it.
+    """
+
+    def __init__(self, app: ASGIApp, ingest: Ingest, origins: Sequence[str]) -> None:
+        self.app = app
+        self.ingest = ingest
+        self.origins = frozenset(origin.encode() for origin in origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+            if origin is not None and origin not in self.origins:
+                shown = origin.decode("latin-1")
+                preflight = scope["method"] == "OPTIONS"
+                self.ingest.browser_event(
+                    "origin_refused",
+                    "a browser on an origin that --cors-origin does not allow",
+                    shown,
+                )
+                if not preflight and scope["path"] not in ("/healthz", "/metrics"):
+                    self.ingest.metrics.ingest.requests[scope["path"], 403] += 1
+                    message = f"origin {shown!r} is not allowed (serve --cors-origin)"
+                    await _json_error(403, "origin_not_allowed", message)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def _unauthorized(fields: dict[str, Any], message: str) -> tuple[int, dict[str, Any]]:
@@ -341,14 +480,20 @@ def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
     routes += [
         Route("/healthz", ingest.healthz, methods=["GET"]),
         Route("/metrics", ingest.metrics_text, methods=["GET"]),
+        Route("/v1/projects/{key}/settings", ingest.settings, methods=["GET", "HEAD", "OPTIONS"]),
+        Route("/v1/m", ingest.telemetry, methods=["POST"]),
+        Route("/analytics.js/v1/{key}/analytics.min.js", ingest.loader, methods=["GET", "HEAD"]),
+        Route("/analytics-next/bundles/{name}", ingest.bundle, methods=["GET", "HEAD"]),
     ]
     middleware = []
+    if cors_origins and "*" not in cors_origins:
+        middleware.append(Middleware(OriginGuard, ingest=ingest, origins=cors_origins))
     if cors_origins:
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
-                allow_methods=["POST", "OPTIONS"],
+                allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
                 allow_headers=[
                     "Content-Type",
                     "Content-Encoding",
@@ -358,7 +503,9 @@ def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
                 max_age=600,
             )
         )
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers={404: ingest.not_found}
+    )
 
 
 async def _deliver_forever(
@@ -439,6 +586,9 @@ async def _serve(
         log_config=None,
         timeout_graceful_shutdown=max(1, math.ceil(settings.grace)),
         server_header=False,
+        # Forwarded headers count only with --trust-proxy (see browser.request_base), not
+        # whenever the peer is 127.0.0.1, as uvicorn would by default.
+        proxy_headers=False,
     )
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -455,6 +605,13 @@ async def _serve(
             delivery=mode,
             queue=str(settings.queue),
             cors_origins=list(settings.cors_origins),
+            public_url=None
+            if settings.public_url is None
+            else f"{settings.public_url.protocol}://{settings.public_url.host}",
+            trust_proxy=settings.trust_proxy,
+            analytics_js=None
+            if settings.analytics_js is None
+            else str(settings.analytics_js.folder),
         )
 
     server = _Server(config, announce)
