@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install generate check-generated check format test bench run clean
+.PHONY: help install browser generate check-generated check format test bench run clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## Create .venv and install the project with its development tools
+
+browser: $(STAMP)  ## Install what the browser tests use: Debian's chromium, analytics.js from npm
+	command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+	cd tests/browser && npm install --no-audit --no-fund --no-package-lock --loglevel=error
 
 generate: $(STAMP)  ## Regenerate src/attentive_router/_generated and docs/mappings.md from spec/
 	$(BIN)/python -m codegen
