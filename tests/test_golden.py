@@ -213,7 +213,9 @@ def test_every_mapping_has_a_fixture_filling_every_output_key(row: dict[str, str
 
 def _source_texts() -> dict[str, str]:
     files = sorted(PACKAGE.rglob("*.py"))
-    return {path.relative_to(PACKAGE).as_posix(): path.read_text(encoding="utf-8") for path in files}
+    return {
+        path.relative_to(PACKAGE).as_posix(): path.read_text(encoding="utf-8") for path in files
+    }
 
 
 def _missing_reasons(source: str) -> set[str]:
