@@ -23,25 +23,29 @@ from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
 from attentive_router._transform.options import Config
 
 WRITE_KEYS_ENV = "ATTENTIVE_ROUTER_WRITE_KEYS"
+WEBHOOK_SECRETS_ENV = "ATTENTIVE_ROUTER_WEBHOOK_SECRETS"
 CORS_ENV = "ATTENTIVE_ROUTER_CORS_ORIGINS"
 
 SERVE_EPILOG = f"""\
-endpoints (Segment's HTTP Tracking API):
+endpoints (Segment's HTTP Tracking API and Webhooks destination):
   POST /v1/batch  /v1/import  /v1/b                   what server libraries send
   POST /v1/track  /v1/page  /v1/identify  /v1/screen  /v1/group  /v1/alias
   POST /v1/t  /v1/p  /v1/i  /v1/s  /v1/g  /v1/a        what analytics.js sends
   GET  /v1/projects/WRITE_KEY/settings               what analytics.js loads first
   POST /v1/m                                          its telemetry (accepted, dropped)
   GET  /analytics.js/v1/WRITE_KEY/analytics.min.js    the library itself (--analytics-js)
+  POST /v1/webhook   Segment's Webhooks destination: one event or an array of up to 4,000
   GET  /healthz   GET /metrics (Prometheus)
 
-The write key is the user name of HTTP Basic auth, or "writeKey" in the body. 200 means the
-events are on disk; a bad item in a batch is stored as rejected with its reason (listed in the
-answer); 400/415 name what is wrong with the request; 503 means the queue could not be
-written: send again.
+The write key is the user name of HTTP Basic auth, or "writeKey" in the body. On /v1/webhook an
+X-Signature header (HMAC-SHA1 of the body with a --webhook-secret) authenticates instead; a
+wrong one gets 401. 200 means the events are on disk; a bad item in a batch is stored as
+rejected with its reason (listed in the answer); 400/415 name what is wrong with the request;
+503 means the queue could not be written: send again.
 
 examples:
   export {WRITE_KEYS_ENV}=shop=wk_live_123        # NAME=KEY or KEY, comma-separated
+  export {WEBHOOK_SECRETS_ENV}=shop=...           # NAME=SECRET: Segment's shared secret
   export {TOKEN_ENV}=...
   attentive-router serve --port 8088
   attentive-router serve --write-key wk_test --no-deliver --cors-origin https://shop.example
@@ -82,6 +86,16 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
         metavar="[NAME=]KEY",
         help=f"a write key clients may use, repeatable (default: ${WRITE_KEYS_ENV}, "
         "comma-separated); NAME labels its events in the queue and the metrics",
+    )
+    group.add_argument(
+        "--webhook-secret",
+        action="append",
+        default=[],
+        metavar="NAME=SECRET",
+        help="the shared secret of a Segment Webhooks destination posting to /v1/webhook, "
+        "repeatable; NAME is the name of a write key, whose events these are (default: "
+        f"${WEBHOOK_SECRETS_ENV}, comma-separated; prefer it: command lines are visible to "
+        "other users)",
     )
     group.add_argument(
         "--cors-origin",
@@ -178,6 +192,7 @@ def run_serve_command(
     from attentive_router._ingest.server import (  # noqa: PLC0415 - the server's imports are heavy
         ServeConfigError,
         ServeSettings,
+        parse_webhook_secrets,
         parse_write_key,
         run_serve,
     )
@@ -193,6 +208,12 @@ def run_serve_command(
             f"{prog}: no write key: pass --write-key KEY (or NAME=KEY) or set {WRITE_KEYS_ENV}",
             file=stderr,
         )
+        return 2
+    try:
+        names = set(keys.values())
+        secrets = parse_webhook_secrets(_split(args.webhook_secret, WEBHOOK_SECRETS_ENV), names)
+    except ServeConfigError as error:
+        print(f"{prog}: {error}", file=stderr)
         return 2
     if not 0 <= args.port <= 65535:
         print(f"{prog}: --port {args.port}: expected 0 to 65535", file=stderr)
@@ -225,5 +246,6 @@ def run_serve_command(
         public_url=public_url,
         trust_proxy=args.trust_proxy,
         analytics_js=analytics_js,
+        webhook_secrets=secrets,
     )
     return run_serve(settings, stdout, stderr)

@@ -1,4 +1,4 @@
-"""The Segment HTTP Tracking API, from request body to queue entries.
+"""Segment's HTTP Tracking API and Webhooks destination, from request body to queue entries.
 
 Pure functions and one small incremental decoder; the server supplies the body's bytes, the
 write key's source name and the receipt time. What is checked here is Segment's contract
@@ -10,6 +10,7 @@ when the event is delivered.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import uuid
@@ -40,6 +41,13 @@ MAX_BATCH_BYTES = 500 * 1024
 """Largest batch request body, after decompression."""
 MAX_BATCH_EVENTS = 2500
 """Most events in one batch."""
+MAX_WEBHOOK_BYTES = 16 * 1024 * 1024
+"""Largest webhook request body, after decompression: 4,000 events of 4 KB each on average.
+
+Segment's events, a browser's full ``context`` included, are mostly 1 to 3 KB; a batch that does
+not fit is refused whole (400), which Segment does not retry, so the room is generous."""
+MAX_WEBHOOK_EVENTS = 4000
+"""Most events in one webhook request: the largest batch Segment's Webhooks (Actions) sends."""
 
 CALL_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 
@@ -56,9 +64,16 @@ class BodyError(Exception):
         self.message = message
 
 
+def size_text(limit: int) -> str:
+    """A size limit as a message shows it: ``500 KB``, ``16 MB``."""
+    if limit >= 1024 * 1024:
+        return f"{limit // (1024 * 1024)} MB"
+    return f"{limit // 1024} KB"
+
+
 def _too_large(limit: int) -> BodyError:
     return BodyError(
-        400, "body_too_large", f"the request body is larger than {limit // 1024} KB (decompressed)"
+        400, "body_too_large", f"the request body is larger than {size_text(limit)} (decompressed)"
     )
 
 
@@ -201,19 +216,26 @@ class _Envelope:
     shared: Mapping[str, Any]
     sent: Any
     raw: bytes
+    relayed: bool = False
 
     @classmethod
-    def of(
+    def of(  # noqa: PLR0913 - one keyword per part of the envelope
         cls,
         received_at: float,
         call: str | None,
         shared: Mapping[str, Any] | None = None,
         sent: Any = None,
         raw: bytes = b"",
+        *,
+        relayed: bool = False,
     ) -> _Envelope:
-        """The envelope of a request received at ``received_at`` (seconds since the epoch)."""
+        """The envelope of a request received at ``received_at`` (seconds since the epoch).
+
+        ``relayed`` events come from Segment's servers, which stamped and corrected their
+        times already.
+        """
         received = datetime.fromtimestamp(received_at, UTC)
-        return cls(received, format_timestamp(received), call, shared or {}, sent, raw)
+        return cls(received, format_timestamp(received), call, shared or {}, sent, raw, relayed)
 
 
 class _ItemError(Exception):
@@ -312,6 +334,8 @@ def _stamped(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
         except UnstorableError as error:
             raise _ItemError(error.reason, error.message) from None
         event["messageId"] = str(uuid.UUID(bytes=content[:16], version=4))
+    if envelope.relayed:
+        return _relayed(event, envelope)
     event["receivedAt"] = envelope.received_iso
     if sent is not None and original is not None:
         try:
@@ -330,6 +354,24 @@ def _stamped(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
             event["sentAt"] = sent_raw
         if timestamp is None and original is None:
             event["timestamp"] = event["receivedAt"]
+    return event
+
+
+def _relayed(event: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
+    """The event with Segment's times kept as they are.
+
+    Segment's servers stamped ``receivedAt`` and corrected ``timestamp`` for the client's
+    clock already; correcting it here again (against a later receipt, and retries come hours
+    later) would move it.
+
+    Only what is missing is filled in: ``receivedAt`` with this server's receipt time, and
+    ``timestamp`` with ``originalTimestamp``, else ``receivedAt``.
+    """
+    if _moment(event.get("receivedAt"), "receivedAt") is None:
+        event["receivedAt"] = envelope.received_iso
+    if event.get("timestamp") is None:
+        original = event.get("originalTimestamp")
+        event["timestamp"] = original if original is not None else event["receivedAt"]
     return event
 
 
@@ -424,6 +466,10 @@ def prepare_batch(document: Any, received_at: float, source: str, raw: bytes = b
             400, "invalid_timestamp", f"sentAt {_shown(envelope_sent)} is not an ISO 8601 timestamp"
         )
     envelope = _Envelope.of(received_at, None, shared, envelope_sent, raw)
+    return _items(items, envelope, received_at, source)
+
+
+def _items(items: list[Any], envelope: _Envelope, received_at: float, source: str) -> Prepared:
     events: list[NewEvent] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(items):
@@ -432,6 +478,59 @@ def prepare_batch(document: Any, received_at: float, source: str, raw: bytes = b
         if rejection is not None:
             rejections.append(evolve(rejection, index=index))
     return Prepared(events, rejections)
+
+
+def prepare_webhook(document: Any, received_at: float, source: str, raw: bytes = b"") -> Prepared:
+    """The queue entries of a ``/v1/webhook`` request, as Segment's Webhooks destination sends it.
+
+    The body is one event, or (Webhooks (Actions) with batching on) an array of events; each is
+    routed by its own ``type``. Segment's ``receivedAt``, ``sentAt``, ``originalTimestamp`` and
+    ``timestamp`` are kept as they are. In an array, an item that breaks Segment's rules is
+    stored as rejected, as in a batch.
+
+    Raises:
+        BodyError: 400 when the body is neither an object nor an array, when the array holds
+            too many events, or when a single event breaks Segment's rules (nothing is stored).
+    """
+    envelope = _Envelope.of(received_at, None, raw=raw, relayed=True)
+    if isinstance(document, dict):
+        entry, rejection = _entry(document, envelope, received_at, source)
+        if rejection is not None:
+            raise BodyError(400, rejection.reason, rejection.message)
+        return Prepared([entry], [])
+    if not isinstance(document, list):
+        raise BodyError(
+            400,
+            "not_an_object",
+            f"expected an event (a JSON object) or an array of events, not {_kind(document)}",
+        )
+    if len(document) > MAX_WEBHOOK_EVENTS:
+        raise BodyError(
+            400,
+            "too_many_events",
+            f"the request holds {len(document):,} events; the limit is {MAX_WEBHOOK_EVENTS:,}",
+        )
+    return _items(document, envelope, received_at, source)
+
+
+def signed_by(body: bytes, signature: str, secrets: Mapping[str, str]) -> str | None:
+    """The name of the webhook secret that ``signature`` proves, else None.
+
+    ``signature`` is Segment's ``X-Signature`` header: the HMAC-SHA1 of the request body with
+    the shared secret, in hex. Every secret is tried and compared in constant time.
+
+    Args:
+        body: The request body, decompressed.
+        signature: The header's value.
+        secrets: Secret -> source name.
+    """
+    given = signature.strip().lower().encode(errors="surrogatepass")
+    found = None
+    for secret, name in secrets.items():
+        expected = hmac.new(secret.encode(), body, "sha1").hexdigest().encode()
+        if hmac.compare_digest(expected, given):
+            found = name
+    return found
 
 
 def write_key_of(document: Any) -> str | None:

@@ -1,8 +1,9 @@
-"""``attentive-router serve``: Segment's HTTP Tracking API in front of the queue and the sender.
+"""``attentive-router serve``: Segment's HTTP Tracking API and a Webhooks destination endpoint.
 
-The app answers 200 only once a request's events are in the queue file (one durable
-transaction per request), 401 for an unknown write key, 400 (or 415) with a specific code for a
-body it cannot take, and 503 when the queue cannot be written, so that the client retries.
+Both stand in front of the queue and the sender. The app answers 200 only once a request's
+events are in the queue file (one durable transaction per request), 401 for an unknown write
+key or a webhook signature that does not match, 400 (or 415) with a specific code for a body it
+cannot take, and 503 when the queue cannot be written, so that the client retries.
 Delivery runs in the same process and event loop unless it is turned off.
 """
 
@@ -20,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -59,15 +60,19 @@ from attentive_router._ingest.metrics import CONTENT_TYPE, Metrics, QueueSnapsho
 from attentive_router._ingest.parse import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
+    MAX_WEBHOOK_BYTES,
     BodyError,
     Decoder,
-    Rejection,
+    Prepared,
     loads,
     prepare_batch,
     prepare_single,
+    prepare_webhook,
+    signed_by,
+    size_text,
     write_key_of,
 )
-from attentive_router._queue.interface import NewEvent, Queue, QueueError, State
+from attentive_router._queue.interface import Queue, QueueError, State
 from attentive_router._queue.sqlite import SQLiteQueue
 
 T = TypeVar("T")
@@ -79,6 +84,9 @@ SINGLE_CALLS = {
     **{f"/v1/{call[0]}": call for call in _CALLS},
 }
 BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
+WEBHOOK_PATH = "/v1/webhook"
+WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
+"""Segment's Webhooks (Actions) may be set to send with any of these."""
 _ACCEPTED_TYPES = ("application/json", "text/plain")
 _SHOWN_REJECTIONS = 5
 PRUNE_EVERY = 3600.0
@@ -104,6 +112,8 @@ class ServeSettings:
 
     Attributes:
         keys: Write key -> source name (the name deduplication and metrics use).
+        webhook_secrets: Shared secret of a Segment Webhooks destination -> the source name
+            of the write key it stands for.
         queue: The queue file.
         sender: Delivery settings; None runs ingest only.
         cors_origins: Origins browsers may post from ("*" for any); none: no CORS headers.
@@ -129,6 +139,7 @@ class ServeSettings:
     public_url: PublicBase | None = None
     trust_proxy: bool = False
     analytics_js: AnalyticsJs | None = None
+    webhook_secrets: Mapping[str, str] = field(factory=dict)
 
 
 def parse_write_key(value: str) -> tuple[str, str]:
@@ -146,6 +157,34 @@ def parse_write_key(value: str) -> tuple[str, str]:
     elif not all(c.isalnum() or c in "-_." for c in name):
         raise ServeConfigError(f"write key name {name!r}: use letters, digits, '-', '_', '.'")
     return key, name
+
+
+def parse_webhook_secret(value: str, names: Collection[str]) -> tuple[str, str]:
+    """``NAME=SECRET`` -> (secret, source name); NAME must name one of the write keys."""
+    name, sep, secret = value.partition("=")
+    if not sep or not name:
+        raise ServeConfigError(
+            "a webhook secret is NAME=SECRET, NAME being the name of a write key (NAME=KEY)"
+        )
+    if not secret.strip() or not secret.isprintable():
+        raise ServeConfigError(f"webhook secret for {name!r}: the secret must be printable text")
+    if name not in names:
+        raise ServeConfigError(
+            f"webhook secret for {name!r}: no write key is named {name!r} "
+            "(name it with --write-key NAME=KEY)"
+        )
+    return secret, name
+
+
+def parse_webhook_secrets(values: Iterable[str], names: Collection[str]) -> dict[str, str]:
+    """``NAME=SECRET`` values -> {secret: source name}; a secret may stand for one name only."""
+    secrets: dict[str, str] = {}
+    for value in values:
+        secret, name = parse_webhook_secret(value, names)
+        if secrets.setdefault(secret, name) != name:
+            msg = f"webhook secret for {name!r}: the same secret is given to {secrets[secret]!r}"
+            raise ServeConfigError(msg)
+    return secrets
 
 
 @define
@@ -170,6 +209,7 @@ class Ingest:
     ) -> None:
         self.queue = queue
         self.keys = dict(settings.keys)
+        self.secrets = dict(settings.webhook_secrets)
         self.delivery = delivery
         self.clock = clock
         self.metrics = Metrics(stats=delivery.stats if settings.sender else None)
@@ -204,10 +244,9 @@ class Ingest:
         """One ``/v1/...`` call: check, store durably, answer."""
         started = time.perf_counter()
         path = request.url.path
-        call = SINGLE_CALLS.get(path)
         fields: dict[str, Any] = {}
         try:
-            status, body = await self._ingest(request, call, fields)
+            status, body = await self._ingest(request, path, fields)
         except BodyError as error:
             status = error.status
             body = {"success": False, "code": error.code, "message": error.message}
@@ -232,36 +271,38 @@ class Ingest:
         return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
     async def _ingest(
-        self, request: Request, call: str | None, fields: dict[str, Any]
+        self, request: Request, path: str, fields: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
+        call = SINGLE_CALLS.get(path)
+        webhook = path == WEBHOOK_PATH
         _check_content_type(request.headers.get("content-type"))
+        # On the webhook path a signature alone decides: the Authorization header may then be
+        # anything the destination was set to send.
+        signature = request.headers.get("x-signature") if webhook else None
         basic = _basic_key(request.headers.get("authorization"))
-        if basic is not None and self.source_of(basic) is None:
+        if signature is None and basic is not None and self.source_of(basic) is None:
             return _unauthorized(fields, "the write key in the Authorization header is not known")
-        limit = MAX_EVENT_BYTES if call is not None else MAX_BATCH_BYTES
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit + 1024:
-            raise BodyError(
-                400, "body_too_large", f"the request body is larger than {limit // 1024} KB"
-            )
-        decoder = Decoder(request.headers.get("content-encoding"), limit)
-        async for chunk in request.stream():
-            decoder.feed(chunk)
-        raw = decoder.finish()
-        document = loads(raw)
-        source = self.source_of(basic if basic is not None else write_key_of(document))
-        if source is None:
-            return _unauthorized(
-                fields, "no known write key: send it with HTTP Basic or as writeKey"
-            )
+        raw = await _body(request, _limit(call, webhook=webhook))
+        if signature is not None:
+            fields["auth"] = "signature"
+            source = signed_by(raw, signature, self.secrets)
+            if source is None:
+                return _unauthorized(fields, _signature_problem(configured=bool(self.secrets)))
+            document = loads(raw)
+        else:
+            document = loads(raw)
+            source = self.source_of(basic if basic is not None else write_key_of(document))
+            if source is None:
+                return _unauthorized(fields, _no_key(webhook=webhook))
         fields["source"] = source
         now = self.clock()
-        rejections: list[Rejection] = []
-        if call is not None:
-            events: list[NewEvent] = [prepare_single(document, call, now, source)]
+        if webhook:
+            prepared = prepare_webhook(document, now, source, raw)
+        elif call is not None:
+            prepared = Prepared([prepare_single(document, call, now, source)], [])
         else:
             prepared = prepare_batch(document, now, source, raw)
-            events, rejections = prepared.events, prepared.rejections
+        events, rejections = prepared.events, prepared.rejections
         try:
             result = await self.call(self.queue.put, events, now)
         except QueueError as error:
@@ -390,12 +431,33 @@ class Ingest:
 
     async def not_allowed(self, request: Request) -> Response:
         """A GET (or other method) on an ingest path."""
+        path = request.url.path
+        allowed = ", ".join(WEBHOOK_METHODS) if path == WEBHOOK_PATH else "POST"
         body = {
             "success": False,
             "code": "method_not_allowed",
-            "message": f"{request.method} {request.url.path}: events are sent with POST",
+            "message": f"{request.method} {path}: events are sent with {allowed}",
         }
-        return Response(orjson.dumps(body), 405, {"Allow": "POST"}, "application/json")
+        return Response(orjson.dumps(body), 405, {"Allow": allowed}, "application/json")
+
+
+def _limit(call: str | None, *, webhook: bool) -> int:
+    if webhook:
+        return MAX_WEBHOOK_BYTES
+    return MAX_EVENT_BYTES if call is not None else MAX_BATCH_BYTES
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed; ``BodyError`` beyond ``limit`` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit + 1024:
+        raise BodyError(
+            400, "body_too_large", f"the request body is larger than {size_text(limit)}"
+        )
+    decoder = Decoder(request.headers.get("content-encoding"), limit)
+    async for chunk in request.stream():
+        decoder.feed(chunk)
+    return decoder.finish()
 
 
 def _json_error(status: int, code: str, message: str) -> Response:
@@ -441,6 +503,20 @@ def _unauthorized(fields: dict[str, Any], message: str) -> tuple[int, dict[str, 
     return 401, {"success": False, "code": "unauthorized", "message": message}
 
 
+def _signature_problem(*, configured: bool) -> str:
+    if not configured:
+        return "X-Signature was sent but this server has no webhook secret (--webhook-secret)"
+    return "X-Signature is not the HMAC-SHA1 of the body with a known webhook secret"
+
+
+def _no_key(*, webhook: bool) -> str:
+    if webhook:
+        return (
+            "no X-Signature and no known write key: sign with the shared secret or send HTTP Basic"
+        )
+    return "no known write key: send it with HTTP Basic or as writeKey"
+
+
 def _check_content_type(value: str | None) -> None:
     if value is None:
         return
@@ -476,6 +552,10 @@ def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
     routes += [
         Route(path, ingest.not_allowed, methods=["GET", "PUT", "DELETE", "PATCH"])
         for path in (*BATCH_PATHS, *SINGLE_CALLS)
+    ]
+    routes += [
+        Route(WEBHOOK_PATH, ingest.handle, methods=list(WEBHOOK_METHODS)),
+        Route(WEBHOOK_PATH, ingest.not_allowed, methods=["GET", "DELETE"]),
     ]
     routes += [
         Route("/healthz", ingest.healthz, methods=["GET"]),
@@ -602,6 +682,7 @@ async def _serve(
             "serving",
             url=url,
             write_keys=sorted(set(settings.keys.values())),
+            webhook_secrets=sorted(set(settings.webhook_secrets.values())),
             delivery=mode,
             queue=str(settings.queue),
             cors_origins=list(settings.cors_origins),
