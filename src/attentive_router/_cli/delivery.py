@@ -17,6 +17,7 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from attentive_router._cli.numbers import at_least_one, non_negative, positive
 from attentive_router._delivery.job import QueueBusyError, deliver, delivery_lock
 from attentive_router._delivery.progress import Progress, progress_wanted
 from attentive_router._delivery.ratelimit import IDENTITY_PATH
@@ -78,7 +79,11 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         help="API root (default: %(default)s; a sandbox's URL for trials)",
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="per-request timeout (default: 10)"
+        "--timeout",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="per-request timeout, > 0 (default: 10)",
     )
 
 
@@ -88,38 +93,38 @@ def _delivery_options(parser: argparse.ArgumentParser, progress: bool = True) ->
     group = parser.add_argument_group("delivery")
     group.add_argument(
         "--concurrency",
-        type=int,
+        type=at_least_one,
         default=defaults.concurrency,
         metavar="N",
-        help="requests in flight at once (default: %(default)s)",
+        help="requests in flight at once, >= 1 (default: %(default)s)",
     )
     group.add_argument(
         "--rate",
-        type=float,
+        type=positive,
         default=defaults.rate,
         metavar="PER_S",
-        help="requests per second per endpoint (default: %(default)s, Attentive's limit)",
+        help="requests per second per endpoint, > 0 (default: %(default)s, Attentive's limit)",
     )
     group.add_argument(
         "--identity-rate",
-        type=float,
+        type=positive,
         default=defaults.rates[IDENTITY_PATH],
         metavar="PER_S",
-        help="requests per second to the Identity endpoint (default: %(default)s)",
+        help="requests per second to the Identity endpoint, > 0 (default: %(default)s)",
     )
     group.add_argument(
         "--max-attempts",
-        type=int,
+        type=at_least_one,
         default=policy.max_attempts,
         metavar="N",
-        help="give up on an event only after this many attempts ... (default: %(default)s)",
+        help="give up on an event only after this many attempts (>= 1) ... (default: %(default)s)",
     )
     group.add_argument(
         "--retry-window",
-        type=float,
+        type=non_negative,
         default=policy.window / 3600,
         metavar="HOURS",
-        help="... and this long after its first attempt (default: %(default)s)",
+        help="... and this long after its first attempt (>= 0; default: %(default)s)",
     )
     if progress:
         group.add_argument(
@@ -149,11 +154,11 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     )
     send.add_argument(
         "--dedupe-window",
-        type=float,
+        type=non_negative,
         default=DEFAULT_DEDUPE_WINDOW / 3600,
         metavar="HOURS",
         help="an event whose messageId was queued this recently is not queued again "
-        "(default: %(default)s)",
+        "(>= 0; default: %(default)s)",
     )
     for add in (_queue_option, _target_options, _delivery_options, config_options):
         add(send)
@@ -212,7 +217,7 @@ def _settings(args: argparse.Namespace, token: str, config: Config) -> SenderSet
     return SenderSettings(
         base_url=args.base_url,
         token=token,
-        concurrency=max(1, args.concurrency),
+        concurrency=args.concurrency,
         rate=args.rate,
         rates={IDENTITY_PATH: args.identity_rate},
         policy=RetryPolicy(max_attempts=args.max_attempts, window=args.retry_window * 3600),

@@ -23,6 +23,7 @@ from attentive_router._cli.delivery import (
     run_dead_letters,
     run_delivery,
 )
+from attentive_router._cli.numbers import port
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.summary import Tally
 from attentive_router._delivery.progress import Progress, progress_wanted
@@ -128,7 +129,10 @@ def _add_sandbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="127.0.0.1, localhost or ::1; nothing else (default: %(default)s)",
     )
     sandbox.add_argument(
-        "--port", type=int, default=8788, help="port, 0 for any free one (default: %(default)s)"
+        "--port",
+        type=port,
+        default=8788,
+        help="port, 0 for any free one, up to 65535 (default: %(default)s)",
     )
     sandbox.add_argument(
         "--token",
