@@ -187,12 +187,25 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     )
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="one line per dead letter")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument(
+        "--limit",
+        type=at_least_one,
+        default=100,
+        metavar="N",
+        help="at most this many, >= 1 (default 100; the count of the rest goes to stderr)",
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser("show", help="everything about one dead letter, as JSON")
     show.add_argument("which", metavar="ID|MESSAGE_ID")
-    replay = actions.add_parser("replay", help="queue dead letters again (then run deliver)")
-    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    replay = actions.add_parser(
+        "replay",
+        help="queue dead letters again (then run deliver)",
+        description="Queue the dead letters named (by id or messageId, as `show` takes them), "
+        "or all of them, again with fresh attempt counts; says for each what it did or why not.",
+    )
+    replay.add_argument(
+        "which", nargs="*", metavar="ID|MESSAGE_ID", help="the dead letters to queue again"
+    )
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     for parser in (listing, show, replay):
         _queue_option(parser)
@@ -230,6 +243,8 @@ def run_delivery(
     args: argparse.Namespace, config: Config, stdin: IO[bytes], stderr: IO[str]
 ) -> int:
     """``send`` and ``deliver``."""
+    if args.command != "send" and _missing_queue(args.queue, stderr):
+        return 2
     token = _token(args, stderr)
     if token is None:
         return 2
@@ -309,10 +324,21 @@ def _record_json(record: Record) -> dict[str, Any]:
     }
 
 
+def _missing_queue(path: Path, stderr: IO[str]) -> bool:
+    """Say so when there is no queue file at ``path`` (only ``send`` and ``serve`` create one)."""
+    if path.exists():
+        return False
+    print(
+        f"{PROG}: no queue at {path} (nothing was created): check --queue or ${QUEUE_ENV}; "
+        "`attentive-router send` creates a queue",
+        file=stderr,
+    )
+    return True
+
+
 def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``dead-letters list|show|replay``."""
-    if not args.queue.exists():
-        print(f"{PROG}: no queue at {args.queue}", file=stderr)
+    if _missing_queue(args.queue, stderr):
         return 2
     try:
         queue = SQLiteQueue(args.queue)
@@ -321,10 +347,9 @@ def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str])
         return 2
     try:
         if args.action == "list":
-            return _list(queue, args, stdout)
+            return _list(queue, args, stdout, stderr)
         if args.action == "show":
-            which: int | str = int(args.which) if args.which.isdigit() else args.which
-            record = queue.record(which)
+            record = _find(queue, args.which)
             if record is None:
                 print(f"{PROG}: no event {args.which!r} in {args.queue}", file=stderr)
                 return 1
@@ -339,17 +364,76 @@ def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str])
         queue.close()
 
 
+def _find(queue: SQLiteQueue, which: str) -> Record | None:
+    """The event ``which`` names: an id, else (or when no event has that id) a messageId."""
+    record = queue.record(int(which)) if which.isdigit() else None
+    return queue.record(which) if record is None else record
+
+
 def _replay(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
-    if not args.ids and not args.all:
-        print(f"{PROG}: name the dead letters to replay, or pass --all", file=stderr)
+    if args.all == bool(args.which):
+        print(f"{PROG}: name the dead letters to replay, or pass --all (not both)", file=stderr)
         return 2
-    count = queue.replay(None if args.all else args.ids, time.time())
-    print(f"{count:,} dead letter(s) queued again; run `attentive-router deliver`", file=stdout)
-    return 0
+    now = time.time()
+    if args.all:
+        count = queue.replay(None, now)
+        if count:
+            print(
+                f"{count:,} dead letter(s) queued again; run `attentive-router deliver`",
+                file=stdout,
+            )
+        else:
+            print(f"0 dead letter(s) queued again: there are none in {args.queue}", file=stdout)
+        return 0
+    count, status = 0, 0
+    replayed: set[int] = set()
+    for which in args.which:
+        record = _find(queue, which)
+        if record is None:
+            print(f"{PROG}: {which}: not replayed: no such event in {args.queue}", file=stderr)
+            status = 1
+            continue
+        name = f"{which} (id {record.id})" if which != str(record.id) else which
+        if record.state is State.DEAD and queue.replay([record.id], now):
+            replayed.add(record.id)
+            count += 1
+            print(f"{name}: queued again", file=stdout)
+            continue
+        record = queue.record(record.id) or record  # another process may have replayed it
+        if record.id in replayed or _replayed_before(record):
+            print(
+                f"{name}: already queued again, waiting for `attentive-router deliver`", file=stdout
+            )
+        elif record.state in {State.QUEUED, State.IN_FLIGHT}:
+            print(f"{name}: not a dead letter: it is {record.state.label}", file=stdout)
+        else:
+            print(
+                f"{PROG}: {name}: not replayed: not a dead letter: it is {record.state.label}"
+                f"{f' ({record.reason})' if record.reason else ''}",
+                file=stderr,
+            )
+            status = 1
+    tail = "; run `attentive-router deliver`" if count else ""
+    print(f"{count:,} dead letter(s) queued again{tail}", file=stdout)
+    return status
 
 
-def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str]) -> int:
+def _replayed_before(record: Record) -> bool:
+    """Whether a queued event looks replayed: answered before, yet no attempt since."""
+    return (
+        record.state is State.QUEUED
+        and record.attempts == 0
+        and record.first_attempt_at is None
+        and record.last_attempt_at is not None
+        and record.status not in {401, 403}
+    )
+
+
+def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     records = queue.records(State.DEAD, limit=args.limit)
+    more = queue.counts().get(State.DEAD, 0) - len(records) if len(records) == args.limit else 0
+    if more > 0:
+        print(f"{PROG}: {more:,} more dead letter(s) not shown: raise --limit", file=stderr)
     if args.json:
         for record in records:
             stdout.write(orjson.dumps(_record_json(record)).decode() + "\n")
