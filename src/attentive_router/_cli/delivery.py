@@ -54,6 +54,34 @@ examples:
 
 {EXIT_CODES}"""
 
+DEAD_LETTERS_EPILOG = """\
+examples:
+  attentive-router dead-letters list
+  attentive-router dead-letters show 42           # or a messageId
+  attentive-router dead-letters replay 42 evt-1 && attentive-router deliver
+  attentive-router dead-letters replay --all
+
+exit status:
+  0  done; replay: every event named is queued again (now, or by an earlier replay)
+  1  show: no such event; replay: an event named is missing or not a dead letter (each
+     is listed with why; the others named were still queued again)
+  2  bad usage, or no queue at --queue (nothing is created)
+"""
+
+CHECK_EPILOG = """\
+exit status:
+  0  the API key is valid
+  1  Attentive answered something else (a 404 usually means a wrong --base-url)
+  2  bad usage (no API key)
+  3  Attentive refused the API key (401/403), as `send` reports it
+  4  Attentive could not be reached (connection refused, name not found, TLS error, timeout)
+"""
+
+KEY_REFUSED = 3
+"""Exit status of ``send``, ``deliver`` and ``check`` when Attentive refuses the API key."""
+CHECK_UNREACHABLE = 4
+"""Exit status of ``check`` when Attentive cannot be reached."""
+
 ConfigOptions = Callable[[argparse.ArgumentParser], None]
 
 
@@ -179,10 +207,7 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
         help="list, show and replay events that could not be delivered",
         description="Dead letters keep the event, the request, Attentive's last answer, the "
         "attempts and the reason.",
-        epilog="examples:\n  attentive-router dead-letters list\n"
-        "  attentive-router dead-letters show 42\n"
-        "  attentive-router dead-letters replay 42 43 && attentive-router deliver\n"
-        "  attentive-router dead-letters replay --all",
+        epilog=DEAD_LETTERS_EPILOG,
         formatter_class=raw,
     )
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -214,6 +239,8 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
         "check",
         help="check the API key with GET /v1/me",
         description="Ask Attentive whether the API key is valid (GET /v1/me). Exit 0 when it is.",
+        epilog=CHECK_EPILOG,
+        formatter_class=raw,
     )
     _target_options(check)
 
@@ -466,10 +493,10 @@ def run_check(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int
         response = httpx.get(url, headers=headers, timeout=args.timeout)
     except httpx.HTTPError as error:
         print(f"{PROG}: cannot reach {url}: {scrub(str(error), token)}", file=stderr)
-        return 1
+        return CHECK_UNREACHABLE
     body = scrub(response.text[:500], token)
     if response.status_code == 200:
         print(f"the API key is valid ({url}): {body}", file=stdout)
         return 0
     print(f"{PROG}: {url} answered {response.status_code}: {body}", file=stderr)
-    return 1
+    return KEY_REFUSED if response.status_code in {401, 403} else 1

@@ -55,6 +55,10 @@ examples:
 Logs are JSON lines on stderr, with email addresses and phone numbers blanked out.
 SIGTERM or Ctrl-C: stop accepting, let requests and deliveries in flight finish (--grace),
 leave the rest queued, exit 0. `attentive-router deliver` or the next `serve` sends the rest.
+
+exit status: 0 after SIGTERM or Ctrl-C; 2 for bad usage (a numeric option out of range names
+the range), a queue that cannot be opened or is delivered from by another process, or an
+address it cannot listen on.
 """
 
 ConfigOptions = Callable[[argparse.ArgumentParser], None]
