@@ -17,6 +17,7 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from attentive_router._cli.numbers import at_least_one, non_negative, positive
 from attentive_router._delivery.job import QueueBusyError, deliver, delivery_lock
 from attentive_router._delivery.progress import Progress, progress_wanted
 from attentive_router._delivery.ratelimit import IDENTITY_PATH
@@ -53,6 +54,34 @@ examples:
 
 {EXIT_CODES}"""
 
+DEAD_LETTERS_EPILOG = """\
+examples:
+  attentive-router dead-letters list
+  attentive-router dead-letters show 42           # or a messageId
+  attentive-router dead-letters replay 42 evt-1 && attentive-router deliver
+  attentive-router dead-letters replay --all
+
+exit status:
+  0  done; replay: every event named is queued again (now, or by an earlier replay)
+  1  show: no such event; replay: an event named is missing or not a dead letter (each
+     is listed with why; the others named were still queued again)
+  2  bad usage, or no queue at --queue (nothing is created)
+"""
+
+CHECK_EPILOG = """\
+exit status:
+  0  the API key is valid
+  1  Attentive answered something else (a 404 usually means a wrong --base-url)
+  2  bad usage (no API key)
+  3  Attentive refused the API key (401/403), as `send` reports it
+  4  Attentive could not be reached (connection refused, name not found, TLS error, timeout)
+"""
+
+KEY_REFUSED = 3
+"""Exit status of ``send``, ``deliver`` and ``check`` when Attentive refuses the API key."""
+CHECK_UNREACHABLE = 4
+"""Exit status of ``check`` when Attentive cannot be reached."""
+
 ConfigOptions = Callable[[argparse.ArgumentParser], None]
 
 
@@ -78,7 +107,11 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         help="API root (default: %(default)s; a sandbox's URL for trials)",
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="per-request timeout (default: 10)"
+        "--timeout",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="per-request timeout, > 0 (default: 10)",
     )
 
 
@@ -88,38 +121,38 @@ def _delivery_options(parser: argparse.ArgumentParser, progress: bool = True) ->
     group = parser.add_argument_group("delivery")
     group.add_argument(
         "--concurrency",
-        type=int,
+        type=at_least_one,
         default=defaults.concurrency,
         metavar="N",
-        help="requests in flight at once (default: %(default)s)",
+        help="requests in flight at once, >= 1 (default: %(default)s)",
     )
     group.add_argument(
         "--rate",
-        type=float,
+        type=positive,
         default=defaults.rate,
         metavar="PER_S",
-        help="requests per second per endpoint (default: %(default)s, Attentive's limit)",
+        help="requests per second per endpoint, > 0 (default: %(default)s, Attentive's limit)",
     )
     group.add_argument(
         "--identity-rate",
-        type=float,
+        type=positive,
         default=defaults.rates[IDENTITY_PATH],
         metavar="PER_S",
-        help="requests per second to the Identity endpoint (default: %(default)s)",
+        help="requests per second to the Identity endpoint, > 0 (default: %(default)s)",
     )
     group.add_argument(
         "--max-attempts",
-        type=int,
+        type=at_least_one,
         default=policy.max_attempts,
         metavar="N",
-        help="give up on an event only after this many attempts ... (default: %(default)s)",
+        help="give up on an event only after this many attempts (>= 1) ... (default: %(default)s)",
     )
     group.add_argument(
         "--retry-window",
-        type=float,
+        type=non_negative,
         default=policy.window / 3600,
         metavar="HOURS",
-        help="... and this long after its first attempt (default: %(default)s)",
+        help="... and this long after its first attempt (>= 0; default: %(default)s)",
     )
     if progress:
         group.add_argument(
@@ -149,11 +182,11 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     )
     send.add_argument(
         "--dedupe-window",
-        type=float,
+        type=non_negative,
         default=DEFAULT_DEDUPE_WINDOW / 3600,
         metavar="HOURS",
         help="an event whose messageId was queued this recently is not queued again "
-        "(default: %(default)s)",
+        "(>= 0; default: %(default)s)",
     )
     for add in (_queue_option, _target_options, _delivery_options, config_options):
         add(send)
@@ -174,20 +207,30 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
         help="list, show and replay events that could not be delivered",
         description="Dead letters keep the event, the request, Attentive's last answer, the "
         "attempts and the reason.",
-        epilog="examples:\n  attentive-router dead-letters list\n"
-        "  attentive-router dead-letters show 42\n"
-        "  attentive-router dead-letters replay 42 43 && attentive-router deliver\n"
-        "  attentive-router dead-letters replay --all",
+        epilog=DEAD_LETTERS_EPILOG,
         formatter_class=raw,
     )
     actions = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="one line per dead letter")
-    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument(
+        "--limit",
+        type=at_least_one,
+        default=100,
+        metavar="N",
+        help="at most this many, >= 1 (default 100; the count of the rest goes to stderr)",
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser("show", help="everything about one dead letter, as JSON")
     show.add_argument("which", metavar="ID|MESSAGE_ID")
-    replay = actions.add_parser("replay", help="queue dead letters again (then run deliver)")
-    replay.add_argument("ids", nargs="*", type=int, metavar="ID")
+    replay = actions.add_parser(
+        "replay",
+        help="queue dead letters again (then run deliver)",
+        description="Queue the dead letters named (by id or messageId, as `show` takes them), "
+        "or all of them, again with fresh attempt counts; says for each what it did or why not.",
+    )
+    replay.add_argument(
+        "which", nargs="*", metavar="ID|MESSAGE_ID", help="the dead letters to queue again"
+    )
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     for parser in (listing, show, replay):
         _queue_option(parser)
@@ -196,6 +239,8 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
         "check",
         help="check the API key with GET /v1/me",
         description="Ask Attentive whether the API key is valid (GET /v1/me). Exit 0 when it is.",
+        epilog=CHECK_EPILOG,
+        formatter_class=raw,
     )
     _target_options(check)
 
@@ -212,7 +257,7 @@ def _settings(args: argparse.Namespace, token: str, config: Config) -> SenderSet
     return SenderSettings(
         base_url=args.base_url,
         token=token,
-        concurrency=max(1, args.concurrency),
+        concurrency=args.concurrency,
         rate=args.rate,
         rates={IDENTITY_PATH: args.identity_rate},
         policy=RetryPolicy(max_attempts=args.max_attempts, window=args.retry_window * 3600),
@@ -225,6 +270,8 @@ def run_delivery(
     args: argparse.Namespace, config: Config, stdin: IO[bytes], stderr: IO[str]
 ) -> int:
     """``send`` and ``deliver``."""
+    if args.command != "send" and _missing_queue(args.queue, stderr):
+        return 2
     token = _token(args, stderr)
     if token is None:
         return 2
@@ -304,10 +351,21 @@ def _record_json(record: Record) -> dict[str, Any]:
     }
 
 
+def _missing_queue(path: Path, stderr: IO[str]) -> bool:
+    """Say so when there is no queue file at ``path`` (only ``send`` and ``serve`` create one)."""
+    if path.exists():
+        return False
+    print(
+        f"{PROG}: no queue at {path} (nothing was created): check --queue or ${QUEUE_ENV}; "
+        "`attentive-router send` creates a queue",
+        file=stderr,
+    )
+    return True
+
+
 def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``dead-letters list|show|replay``."""
-    if not args.queue.exists():
-        print(f"{PROG}: no queue at {args.queue}", file=stderr)
+    if _missing_queue(args.queue, stderr):
         return 2
     try:
         queue = SQLiteQueue(args.queue)
@@ -316,10 +374,9 @@ def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str])
         return 2
     try:
         if args.action == "list":
-            return _list(queue, args, stdout)
+            return _list(queue, args, stdout, stderr)
         if args.action == "show":
-            which: int | str = int(args.which) if args.which.isdigit() else args.which
-            record = queue.record(which)
+            record = _find(queue, args.which)
             if record is None:
                 print(f"{PROG}: no event {args.which!r} in {args.queue}", file=stderr)
                 return 1
@@ -334,17 +391,76 @@ def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str])
         queue.close()
 
 
+def _find(queue: SQLiteQueue, which: str) -> Record | None:
+    """The event ``which`` names: an id, else (or when no event has that id) a messageId."""
+    record = queue.record(int(which)) if which.isdigit() else None
+    return queue.record(which) if record is None else record
+
+
 def _replay(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
-    if not args.ids and not args.all:
-        print(f"{PROG}: name the dead letters to replay, or pass --all", file=stderr)
+    if args.all == bool(args.which):
+        print(f"{PROG}: name the dead letters to replay, or pass --all (not both)", file=stderr)
         return 2
-    count = queue.replay(None if args.all else args.ids, time.time())
-    print(f"{count:,} dead letter(s) queued again; run `attentive-router deliver`", file=stdout)
-    return 0
+    now = time.time()
+    if args.all:
+        count = queue.replay(None, now)
+        if count:
+            print(
+                f"{count:,} dead letter(s) queued again; run `attentive-router deliver`",
+                file=stdout,
+            )
+        else:
+            print(f"0 dead letter(s) queued again: there are none in {args.queue}", file=stdout)
+        return 0
+    count, status = 0, 0
+    replayed: set[int] = set()
+    for which in args.which:
+        record = _find(queue, which)
+        if record is None:
+            print(f"{PROG}: {which}: not replayed: no such event in {args.queue}", file=stderr)
+            status = 1
+            continue
+        name = f"{which} (id {record.id})" if which != str(record.id) else which
+        if record.state is State.DEAD and queue.replay([record.id], now):
+            replayed.add(record.id)
+            count += 1
+            print(f"{name}: queued again", file=stdout)
+            continue
+        record = queue.record(record.id) or record  # another process may have replayed it
+        if record.id in replayed or _replayed_before(record):
+            print(
+                f"{name}: already queued again, waiting for `attentive-router deliver`", file=stdout
+            )
+        elif record.state in {State.QUEUED, State.IN_FLIGHT}:
+            print(f"{name}: not a dead letter: it is {record.state.label}", file=stdout)
+        else:
+            print(
+                f"{PROG}: {name}: not replayed: not a dead letter: it is {record.state.label}"
+                f"{f' ({record.reason})' if record.reason else ''}",
+                file=stderr,
+            )
+            status = 1
+    tail = "; run `attentive-router deliver`" if count else ""
+    print(f"{count:,} dead letter(s) queued again{tail}", file=stdout)
+    return status
 
 
-def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str]) -> int:
+def _replayed_before(record: Record) -> bool:
+    """Whether a queued event looks replayed: answered before, yet no attempt since."""
+    return (
+        record.state is State.QUEUED
+        and record.attempts == 0
+        and record.first_attempt_at is None
+        and record.last_attempt_at is not None
+        and record.status not in {401, 403}
+    )
+
+
+def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     records = queue.records(State.DEAD, limit=args.limit)
+    more = queue.counts().get(State.DEAD, 0) - len(records) if len(records) == args.limit else 0
+    if more > 0:
+        print(f"{PROG}: {more:,} more dead letter(s) not shown: raise --limit", file=stderr)
     if args.json:
         for record in records:
             stdout.write(orjson.dumps(_record_json(record)).decode() + "\n")
@@ -377,10 +493,10 @@ def run_check(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int
         response = httpx.get(url, headers=headers, timeout=args.timeout)
     except httpx.HTTPError as error:
         print(f"{PROG}: cannot reach {url}: {scrub(str(error), token)}", file=stderr)
-        return 1
+        return CHECK_UNREACHABLE
     body = scrub(response.text[:500], token)
     if response.status_code == 200:
         print(f"the API key is valid ({url}): {body}", file=stdout)
         return 0
     print(f"{PROG}: {url} answered {response.status_code}: {body}", file=stderr)
-    return 1
+    return KEY_REFUSED if response.status_code in {401, 403} else 1

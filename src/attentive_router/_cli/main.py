@@ -7,6 +7,7 @@ writes results. The transform itself stays pure.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import time
@@ -23,7 +24,9 @@ from attentive_router._cli.delivery import (
     run_dead_letters,
     run_delivery,
 )
+from attentive_router._cli.numbers import port
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
+from attentive_router._cli.streams import guarded, silence
 from attentive_router._cli.summary import Tally
 from attentive_router._delivery.progress import Progress, progress_wanted
 from attentive_router._transform.expressions import parse_timestamp
@@ -46,6 +49,11 @@ examples:
   attentive-router transform events.ndjson > requests.ndjson
   cat batch.json | attentive-router transform --summary - > /dev/null
   attentive-router transform --received-at 2026-01-08T14:00:00Z --default-region GB events.ndjson
+
+exit status:
+  0  every event was read and has its outcome line (rejected events included), or the
+     reader of the output went away (`| head`): a closed pipe ends the command quietly
+  2  bad usage, an unreadable input, or an output that cannot be written (e.g. a full disk)
 """
 
 
@@ -108,6 +116,8 @@ examples:
   attentive-router sandbox --faults '{"error_rate": 0.1, "latency_ms": 50, "seed": 1}'
   attentive-router sandbox --faults @faults.json --rate-limit /v1/events/custom=5
   curl -X PUT localhost:8788/_sandbox/faults -d '{"status_for_all": 503}'
+
+exit status: 0 after SIGINT or SIGTERM; 2 for bad usage or an address it cannot listen on.
 """
 
 
@@ -128,7 +138,10 @@ def _add_sandbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="127.0.0.1, localhost or ::1; nothing else (default: %(default)s)",
     )
     sandbox.add_argument(
-        "--port", type=int, default=8788, help="port, 0 for any free one (default: %(default)s)"
+        "--port",
+        type=port,
+        default=8788,
+        help="port, 0 for any free one, up to 65535 (default: %(default)s)",
     )
     sandbox.add_argument(
         "--token",
@@ -159,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         "within Attentive's rate limits, retried, and dead-lettered with a reason when they "
         "cannot be delivered.",
         epilog="start with: attentive-router demo (no Attentive account needed); "
-        "attentive-router COMMAND --help for each command",
+        "attentive-router COMMAND --help for each command and its exit status. Exit status 2 "
+        "is bad usage for every command (a numeric option out of range names the range). A "
+        "closed output pipe (`| head`) is a normal end: transform, dead-letters, check and "
+        "demo stop quietly with 0; send, deliver, serve and sandbox drop the rest of their "
+        "report and finish their work.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     transform = commands.add_parser(
@@ -201,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         "failures), send the bundled sample events through queue, transform and delivery, "
         "and print the summary and some of the requests the sandbox accepted. No Attentive "
         "account is needed.",
+        epilog="exit status: as `send`'s: 0 when every sample was delivered, skipped or "
+        "rejected, 1 when some were dead-lettered.",
     )
     return parser
 
@@ -264,7 +283,9 @@ def transform(
             raise _OutputError(error.errno, error.strerror) from error
     except _OutputError as error:
         progress.close()
-        _silence(stdout)
+        silence(stdout)
+        if error.errno == errno.EPIPE:
+            return 0  # the reader went away (`| head`): a normal end
         print(f"{PROG}: cannot write the output: {error.strerror or error}", file=stderr)
         return 2
     except OSError as error:
@@ -284,18 +305,21 @@ class _OutputError(OSError):
     """Writing the output failed (as opposed to reading the input)."""
 
 
-def _silence(stdout: IO[bytes]) -> None:
-    """Point the broken output at /dev/null so the exit-time flush does not fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        return
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attentive-router`` console script."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here rather than at exit, where a closed pipe is an error
+    except BrokenPipeError:
+        # The reader of the output went away (`| head`): a normal end of the command.
+        silence(sys.stdout)
+        silence(sys.stderr)
+        return 0
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transform":
         return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
@@ -305,14 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 2
-        return run_delivery(args, config, sys.stdin.buffer, sys.stderr)
+        return run_delivery(args, config, sys.stdin.buffer, guarded(sys.stderr))
     if args.command == "serve":
         try:
             config = _config(args)
         except ValueError as error:
             print(f"{PROG}: {error}", file=sys.stderr)
             return 2
-        return run_serve_command(args, config, sys.stdout, sys.stderr)
+        return run_serve_command(args, config, guarded(sys.stdout), guarded(sys.stderr))
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
     if args.command == "check":
@@ -334,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             no_rate_limits=args.no_rate_limits,
             record=args.record,
             access_log=args.access_log,
-            stdout=sys.stdout,
-            stderr=sys.stderr,
+            stdout=guarded(sys.stdout),
+            stderr=guarded(sys.stderr),
         )
     return 2  # pragma: no cover - argparse rejects unknown commands

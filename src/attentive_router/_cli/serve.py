@@ -19,6 +19,7 @@ from attentive_router._cli.delivery import (
     _target_options,
     _token,
 )
+from attentive_router._cli.numbers import non_negative, port
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
 from attentive_router._transform.options import Config
 
@@ -54,6 +55,10 @@ examples:
 Logs are JSON lines on stderr, with email addresses and phone numbers blanked out.
 SIGTERM or Ctrl-C: stop accepting, let requests and deliveries in flight finish (--grace),
 leave the rest queued, exit 0. `attentive-router deliver` or the next `serve` sends the rest.
+
+exit status: 0 after SIGTERM or Ctrl-C; 2 for bad usage (a numeric option out of range names
+the range), a queue that cannot be opened or is delivered from by another process, or an
+address it cannot listen on.
 """
 
 ConfigOptions = Callable[[argparse.ArgumentParser], None]
@@ -77,7 +82,10 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
         help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)",
     )
     group.add_argument(
-        "--port", type=int, default=8088, help="port to listen on (default: %(default)s)"
+        "--port",
+        type=port,
+        default=8088,
+        help="port to listen on, 0 for any free one (default: %(default)s)",
     )
     group.add_argument(
         "--write-key",
@@ -133,27 +141,27 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
     )
     group.add_argument(
         "--dedupe-window",
-        type=float,
+        type=non_negative,
         default=DEFAULT_DEDUPE_WINDOW / 3600,
         metavar="HOURS",
         help="a messageId seen this recently from the same write key is not queued again "
-        "(default: %(default)s)",
+        "(>= 0; default: %(default)s)",
     )
     group.add_argument(
         "--lock-timeout",
-        type=float,
+        type=non_negative,
         default=5.0,
         metavar="S",
         help="how long a write waits for another process holding the queue before the "
-        "client gets 503 (default: %(default)s)",
+        "client gets 503 (>= 0; default: %(default)s)",
     )
     group.add_argument(
         "--grace",
-        type=float,
+        type=non_negative,
         default=5.0,
         metavar="S",
         help="on SIGTERM, time for requests and deliveries in flight to finish "
-        "(default: %(default)s)",
+        "(>= 0; default: %(default)s)",
     )
     group.add_argument(
         "--log-level",
@@ -215,9 +223,6 @@ def run_serve_command(
     except ServeConfigError as error:
         print(f"{prog}: {error}", file=stderr)
         return 2
-    if not 0 <= args.port <= 65535:
-        print(f"{prog}: --port {args.port}: expected 0 to 65535", file=stderr)
-        return 2
     try:
         public_url = None if args.public_url is None else parse_public_url(args.public_url)
         analytics_js = None if args.analytics_js is None else AnalyticsJs(args.analytics_js)
@@ -230,7 +235,7 @@ def run_serve_command(
         if token is None:
             print(f"{prog}: (or run with --no-deliver to only queue events)", file=stderr)
             return 2
-        sender = evolve(_settings(args, token, config), grace=max(0.0, args.grace))
+        sender = evolve(_settings(args, token, config), grace=args.grace)
     settings = ServeSettings(
         keys=keys,
         queue=args.queue,
@@ -238,9 +243,9 @@ def run_serve_command(
         host=args.host,
         port=args.port,
         cors_origins=_split(args.cors_origin, CORS_ENV),
-        dedupe_window=max(0.0, args.dedupe_window) * 3600,
-        busy_timeout=max(0.0, args.lock_timeout),
-        grace=max(0.0, args.grace),
+        dedupe_window=args.dedupe_window * 3600,
+        busy_timeout=args.lock_timeout,
+        grace=args.grace,
         log_level=args.log_level,
         log_format=args.log_format,
         public_url=public_url,
