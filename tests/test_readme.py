@@ -233,7 +233,8 @@ def test_delivery_block(workdir: Path, sandbox: SandboxProcess) -> None:
     """check, send, deliver and dead-letters list / show / replay, as the README has them.
 
     The sandbox refuses two custom events (400) so that there are dead letters to show and
-    replay; the README's example ids (42, 43) are replaced by theirs once ``send`` made them.
+    replay; the README's example id and messageId (42, evt-7) are replaced by theirs once
+    ``send`` made them.
     """
     text = block("attentive-router dead-letters list").text
     refused = custom_event_ids()[:2]
@@ -254,9 +255,9 @@ def test_delivery_block(workdir: Path, sandbox: SandboxProcess) -> None:
         queue.close()
     assert sorted(r.key for r in dead) == sorted(refused)
     ids = [str(r.id) for r in dead]
-    rest = rest.replace("show 42", f"show {ids[0]}").replace(
-        "replay 42 43", "replay " + " ".join(ids)
-    )
+    # The README names one dead letter by id and one by messageId.
+    rest = rest.replace("show 42", f"show {ids[0]}")
+    rest = rest.replace("replay 42 evt-7", f"replay {ids[0]} {dead[1].key}")
     result = run_shell(rest, workdir, {}, sandbox.url)
     assert refused[0] in result.stdout  # show prints the dead letter
     queue = SQLiteQueue(workdir / "attentive-router.db")
