@@ -70,12 +70,33 @@ def _is_envelope(value: Any) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get("batch"), list)
 
 
+def _problem(error: orjson.JSONDecodeError, data: bytes, whole: str) -> tuple[int, str]:
+    """What breaks the JSON of ``data`` and where: (lines after its first, the text).
+
+    orjson counts a break at the very end after the line end, on a line that is not there,
+    and puts invalid UTF-8 at the start; this names the column where the text really breaks
+    (``whole`` names what ``data`` is: "the line", "the input").
+    """
+    content = data.rstrip()
+    position = min(error.pos, len(content))
+    what = error.msg
+    if "UTF-8" in what:
+        what = "invalid UTF-8"
+        try:
+            data.decode()
+        except UnicodeDecodeError as bad:
+            position = bad.start
+    before = data[:position]
+    offset = before.count(b"\n")
+    column = len(before) - (before.rfind(b"\n") + 1) + 1
+    if position >= len(content):
+        return offset, f"{what} at the end of {whole}, column {column}"
+    return offset, f"{what} at column {column}"
+
+
 def _error(line: int, error: orjson.JSONDecodeError, raw: bytes) -> Item:
-    return Item(
-        line,
-        error=f"line {line}: not valid JSON ({error.msg} at column {error.colno})",
-        raw=raw[:RAW_LIMIT],
-    )
+    _, problem = _problem(error, raw, "the line")
+    return Item(line, error=f"line {line}: not valid JSON ({problem})", raw=raw[:RAW_LIMIT])
 
 
 def read_events(stream: IO[bytes]) -> Iterator[Item]:
@@ -113,8 +134,9 @@ def _whole(data: bytes, number: int) -> Iterator[Item]:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        line = number + error.lineno - 1
-        yield Item(line, error=f"line {line}: not valid JSON ({error.msg})", raw=data[:RAW_LIMIT])
+        offset, problem = _problem(error, data, "the input")
+        line = number + offset
+        yield Item(line, error=f"line {line}: not valid JSON ({problem})", raw=data[:RAW_LIMIT])
         return
     yield from _expand(document, number)
 
