@@ -41,6 +41,8 @@ output: one JSON line per input event, in input order:
    "body": {...}}], "warnings": [{"code": "...", "message": "..."}]}
   {"messageId": "...", "outcome": "skipped", "reason": "no_identifier", "message": "..."}
   {"messageId": "...", "outcome": "rejected", "reason": "invalid_timestamp", "message": "..."}
+every record also names its input: "line" (from 1), and "index" (from 0) for an event
+inside a JSON array or a batch envelope
 
 examples:
   attentive-router transform events.ndjson > requests.ndjson
@@ -244,19 +246,20 @@ def transform(
         for done, item in enumerate(read_events(source), 1):
             if item.error is not None:
                 tally.add_rejected("invalid_json")
-                emit(
-                    {
-                        "messageId": None,
-                        "outcome": "rejected",
-                        "reason": "invalid_json",
-                        "message": item.error,
-                        "line": item.line,
-                    }
-                )
+                record: JSONObject = {
+                    "messageId": None,
+                    "outcome": "rejected",
+                    "reason": "invalid_json",
+                    "message": item.error,
+                }
             else:
                 outcome = route(item.event, ctx)
                 tally.add(outcome)
-                emit(to_record(outcome, item.event))
+                record = to_record(outcome, item.event)
+            record["line"] = item.line
+            if item.index is not None:
+                record["index"] = item.index
+            emit(record)
             progress.update(done, size, source.tell() if size else None)
         try:
             stdout.flush()

@@ -28,29 +28,41 @@ class Item:
     event: Any = None
     error: str | None = None
     raw: bytes = b""
+    index: int | None = None
+    """Position among the events of a JSON array or batch envelope (from 0), else None."""
 
 
 RAW_LIMIT = 64 * 1024
 
 
 def _expand(document: Any, line: int) -> Iterator[Item]:
-    """A batch envelope gives its events (with the envelope's context merged in)."""
-    if isinstance(document, Mapping) and isinstance(document.get("batch"), list):
+    """The events of one document, with their ``index`` when it holds several.
+
+    A batch envelope gives its events (with the envelope's context merged in); an array
+    gives its items, and the events of the envelopes among them, counted in one sequence.
+    """
+    if _is_envelope(document) or isinstance(document, list):
+        for index, event in enumerate(_events(document)):
+            yield Item(line, event, index=index)
+    else:
+        yield Item(line, document)
+
+
+def _events(document: Any) -> Iterator[Any]:
+    if isinstance(document, Mapping):
         shared = {
             key: document[key]
             for key in ("context", "integrations")
             if isinstance(document.get(key), Mapping)
         }
         for event in document["batch"]:
-            if isinstance(event, dict) and shared:
-                yield Item(line, merge_envelope(event, shared))
-            else:
-                yield Item(line, event)
-    elif isinstance(document, list):
-        for event in document:
-            yield from _expand(event, line) if _is_envelope(event) else (Item(line, event),)
+            yield merge_envelope(event, shared) if isinstance(event, dict) and shared else event
     else:
-        yield Item(line, document)
+        for event in document:
+            if _is_envelope(event):
+                yield from _events(event)
+            else:
+                yield event
 
 
 def merge_envelope(event: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
