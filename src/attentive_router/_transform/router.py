@@ -64,7 +64,7 @@ def _folded_names(dispatch: Dispatch) -> dict[str, str]:
         for call, event in dispatch
         if call == "track" and event is not None and event != ANY_EVENT
     }
-    if len(_FOLDED) >= 8:  # noqa: PLR2004 - a few tables at most; never grow without bound
+    if len(_FOLDED) >= 8:  # a few tables at most; never grow without bound
         _FOLDED.clear()
     _FOLDED[id(dispatch)] = (dispatch, names)
     return names
