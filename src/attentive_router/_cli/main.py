@@ -30,7 +30,7 @@ from attentive_router._transform.expressions import parse_timestamp
 from attentive_router._transform.json_form import to_record
 from attentive_router._transform.models import JSONObject
 from attentive_router._transform.options import Config, Context
-from attentive_router._transform.reader import read_events
+from attentive_router._transform.reader import Item, read_events
 from attentive_router._transform.router import route
 
 PROG = "attentive-router"
@@ -244,22 +244,7 @@ def transform(
 
     try:
         for done, item in enumerate(read_events(source), 1):
-            if item.error is not None:
-                tally.add_rejected("invalid_json")
-                record: JSONObject = {
-                    "messageId": None,
-                    "outcome": "rejected",
-                    "reason": "invalid_json",
-                    "message": item.error,
-                }
-            else:
-                outcome = route(item.event, ctx)
-                tally.add(outcome)
-                record = to_record(outcome, item.event)
-            record["line"] = item.line
-            if item.index is not None:
-                record["index"] = item.index
-            emit(record)
+            emit(_record(item, ctx, tally))
             progress.update(done, size, source.tell() if size else None)
         try:
             stdout.flush()
@@ -281,6 +266,26 @@ def transform(
     if args.summary:
         print(tally.render(time.monotonic() - started), file=stderr)
     return 0
+
+
+def _record(item: Item, ctx: Context, tally: Tally) -> JSONObject:
+    """The output record of one input item, with its position in the input."""
+    if item.error is not None:
+        tally.add_rejected("invalid_json")
+        record: JSONObject = {
+            "messageId": None,
+            "outcome": "rejected",
+            "reason": "invalid_json",
+            "message": item.error,
+        }
+    else:
+        outcome = route(item.event, ctx)
+        tally.add(outcome)
+        record = to_record(outcome, item.event)
+    record["line"] = item.line
+    if item.index is not None:
+        record["index"] = item.index
+    return record
 
 
 class _OutputError(OSError):
