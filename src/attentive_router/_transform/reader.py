@@ -107,6 +107,10 @@ def _problem(error: orjson.JSONDecodeError, data: bytes, whole: str) -> tuple[in
 
 
 def _error(line: int, error: orjson.JSONDecodeError, raw: bytes) -> Item:
+    try:  # without its line end: a string cut off there is not "a control character"
+        orjson.loads(raw.rstrip(b"\r\n"))
+    except orjson.JSONDecodeError as within:
+        error = within
     _, problem = _problem(error, raw, "the line")
     return Item(line, error=f"line {line}: not valid JSON ({problem})", raw=raw[:RAW_LIMIT])
 
