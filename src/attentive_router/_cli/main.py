@@ -23,6 +23,7 @@ from attentive_router._cli.delivery import (
     run_dead_letters,
     run_delivery,
 )
+from attentive_router._cli.events import add_events_parser, run_events
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.summary import Tally
 from attentive_router._delivery.progress import Progress, progress_wanted
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(transform)
     _add_sandbox_parser(commands)
     add_parsers(commands, _config_options)
+    add_events_parser(commands)
     add_serve_parser(commands, _config_options)
     commands.add_parser(
         "demo",
@@ -323,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_serve_command(args, config, sys.stdout, sys.stderr)
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
+    if args.command == "events":
+        return run_events(args, sys.stdout, sys.stderr)
     if args.command == "check":
         return run_check(args, sys.stdout, sys.stderr)
     if args.command == "demo":
