@@ -23,8 +23,8 @@ SAMPLES = ROOT / "src" / "attentive_router" / "_cli" / "samples" / "sample-event
 RECEIVED = "2026-01-08T14:00:00Z"
 RECEIVED_OUT = "2026-01-08T14:00:00.000Z"
 
-MAPPED_KEYS = {"messageId", "outcome", "requests", "warnings"}
-STOPPED_KEYS = {"messageId", "outcome", "reason", "message"}
+MAPPED_KEYS = {"messageId", "outcome", "requests", "warnings", "line"}
+STOPPED_KEYS = {"messageId", "outcome", "reason", "message", "line"}
 REQUEST_KEYS = {"method", "path", "body"}
 
 IDENTIFY = {
@@ -236,10 +236,21 @@ def test_mapped_records_carry_the_exact_requests() -> None:
     assert all(record["warnings"] == [] for record in (identify, viewed, order, page, custom))
 
 
+def without_position(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in record.items() if k not in {"line", "index"}} for record in records]
+
+
+def positions(records: list[dict[str, Any]]) -> list[tuple[int, int | None]]:
+    return [(record["line"], record.get("index")) for record in records]
+
+
 def test_json_array_gives_the_same_records_as_ndjson() -> None:
     as_array = transform(json.dumps(EVENTS).encode())
-    assert as_array == transform(ndjson(EVENTS))
+    by_line = transform(ndjson(EVENTS))
+    assert without_position(as_array) == without_position(by_line)
     assert [outcome_of(record) for record in as_array] == OUTCOMES
+    assert positions(as_array) == [(1, index) for index in range(len(EVENTS))]
+    assert positions(by_line) == [(line, None) for line in range(1, len(EVENTS) + 1)]
 
 
 def test_pretty_printed_json_array() -> None:
@@ -286,7 +297,9 @@ def test_batch_envelopes_on_ndjson_lines_and_in_an_array() -> None:
     by_line = transform(ndjson([first, second]))
     in_array = transform(json.dumps([first, second]).encode())
     assert [outcome_of(record) for record in by_line] == expected
-    assert by_line == in_array
+    assert without_position(by_line) == without_position(in_array)
+    assert positions(by_line) == [(1, 0), (1, 1), (2, 0)]
+    assert positions(in_array) == [(1, 0), (1, 1), (1, 2)]
 
 
 def test_ndjson_lines_holding_arrays_of_events() -> None:
@@ -329,7 +342,7 @@ def test_invalid_first_line_after_blank_lines() -> None:
     records = transform(data)
     assert [(record["outcome"], record.get("line")) for record in records] == [
         ("rejected", 4),
-        ("mapped", None),
+        ("mapped", 5),
         ("rejected", 6),
     ]
     assert records[0]["reason"] == records[2]["reason"] == "invalid_json"
@@ -356,7 +369,7 @@ def test_bom_before_a_blank_first_line() -> None:
     data = b"\xef\xbb\xbf\r\n" + ndjson([CUSTOM], newline=b"\r\n") + b"\r\n{broken\r\n"
     records = transform(data)
     assert [(record["outcome"], record.get("line")) for record in records] == [
-        ("mapped", None),
+        ("mapped", 2),
         ("rejected", 4),
     ]
 

@@ -81,6 +81,7 @@ RUN_ELSEWHERE = {
 NOT_RUN = {
     "make run    # demo": "make test is this suite; make run is `demo`, run by test_cli_delivery",
     '{"messageId": "…", "outcome": "mapped"': "sample output of transform, not a command",
+    "ID  STATE               LINE": "sample output of events list (run in test_delivery_block)",
 }
 
 

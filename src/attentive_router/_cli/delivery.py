@@ -322,6 +322,11 @@ def _when(value: float | None) -> str:
     return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _json_when(value: float | None) -> str | None:
+    """A time for JSON output: ``null`` when there is none, like every other empty field."""
+    return None if value is None else _when(value)
+
+
 def _record_json(record: Record) -> dict[str, Any]:
     def loads(data: bytes | None) -> Any:
         if data is None:
@@ -340,9 +345,9 @@ def _record_json(record: Record) -> dict[str, Any]:
         "message": record.message,
         "attempts": record.attempts,
         "throttled": record.throttles,
-        "receivedAt": _when(record.received_at),
-        "firstAttemptAt": _when(record.first_attempt_at),
-        "lastAttemptAt": _when(record.last_attempt_at),
+        "receivedAt": _json_when(record.received_at),
+        "firstAttemptAt": _json_when(record.first_attempt_at),
+        "lastAttemptAt": _json_when(record.last_attempt_at),
         "lastStatus": record.status,
         "lastResponse": record.response,
         "request": loads(record.request),

@@ -24,6 +24,7 @@ from attentive_router._cli.delivery import (
     run_dead_letters,
     run_delivery,
 )
+from attentive_router._cli.events import add_events_parser, run_events
 from attentive_router._cli.numbers import port
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.streams import guarded, silence
@@ -33,7 +34,7 @@ from attentive_router._transform.expressions import parse_timestamp
 from attentive_router._transform.json_form import to_record
 from attentive_router._transform.models import JSONObject
 from attentive_router._transform.options import Config, Context
-from attentive_router._transform.reader import read_events
+from attentive_router._transform.reader import Item, read_events
 from attentive_router._transform.router import route
 
 PROG = "attentive-router"
@@ -44,6 +45,8 @@ output: one JSON line per input event, in input order:
    "body": {...}}], "warnings": [{"code": "...", "message": "..."}]}
   {"messageId": "...", "outcome": "skipped", "reason": "no_identifier", "message": "..."}
   {"messageId": "...", "outcome": "rejected", "reason": "invalid_timestamp", "message": "..."}
+every record also names its input: "line" (from 1), and "index" (from 0) for an event
+inside a JSON array or a batch envelope
 
 examples:
   attentive-router transform events.ndjson > requests.ndjson
@@ -210,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(transform)
     _add_sandbox_parser(commands)
     add_parsers(commands, _config_options)
+    add_events_parser(commands)
     add_serve_parser(commands, _config_options)
     commands.add_parser(
         "demo",
@@ -261,21 +265,7 @@ def transform(
 
     try:
         for done, item in enumerate(read_events(source), 1):
-            if item.error is not None:
-                tally.add_rejected("invalid_json")
-                emit(
-                    {
-                        "messageId": None,
-                        "outcome": "rejected",
-                        "reason": "invalid_json",
-                        "message": item.error,
-                        "line": item.line,
-                    }
-                )
-            else:
-                outcome = route(item.event, ctx)
-                tally.add(outcome)
-                emit(to_record(outcome, item.event))
+            emit(_record(item, ctx, tally))
             progress.update(done, size, source.tell() if size else None)
         try:
             stdout.flush()
@@ -299,6 +289,26 @@ def transform(
     if args.summary:
         print(tally.render(time.monotonic() - started), file=stderr)
     return 0
+
+
+def _record(item: Item, ctx: Context, tally: Tally) -> JSONObject:
+    """The output record of one input item, with its position in the input."""
+    if item.error is not None:
+        tally.add_rejected("invalid_json")
+        record: JSONObject = {
+            "messageId": None,
+            "outcome": "rejected",
+            "reason": "invalid_json",
+            "message": item.error,
+        }
+    else:
+        outcome = route(item.event, ctx)
+        tally.add(outcome)
+        record = to_record(outcome, item.event)
+    record["line"] = item.line
+    if item.index is not None:
+        record["index"] = item.index
+    return record
 
 
 class _OutputError(OSError):
@@ -339,6 +349,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return run_serve_command(args, config, guarded(sys.stdout), guarded(sys.stderr))
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
+    if args.command == "events":
+        return run_events(args, sys.stdout, sys.stderr)
     if args.command == "check":
         return run_check(args, sys.stdout, sys.stderr)
     if args.command == "demo":

@@ -68,11 +68,26 @@ class TextFormatter(logging.Formatter):
         parts = [_utc(record.created), record.levelname.lower(), record.getMessage()]
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
-            parts.extend(f"{key}={value}" for key, value in fields.items())
-        line = " ".join(str(part) for part in parts)
+            parts.extend(f"{key}={_text_value(value)}" for key, value in fields.items())
+        line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return redact(line)
+
+
+_BARE = re.compile(r"[^\s\"'=\\]+")
+"""A string printed as it is in a text log line; any other is quoted, as JSON quotes it."""
+
+
+def _text_value(value: Any) -> str:
+    """A field's value as a text log line shows it: the value itself, never a Python repr.
+
+    Plain words stay bare; strings with spaces or quotes, ``null``, ``true``, lists and
+    objects are written as JSON, so that ``key=value`` pairs stay unambiguous.
+    """
+    if isinstance(value, str) and _BARE.fullmatch(value):
+        return value
+    return orjson.dumps(value, default=str).decode()
 
 
 def _utc(created: float) -> str:

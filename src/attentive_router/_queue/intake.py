@@ -106,8 +106,15 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def new_event(event: Any, received_at: float, source: str = "default") -> NewEvent:
-    """The queue entry of one parsed event.
+def new_event(
+    event: Any,
+    received_at: float,
+    source: str = "default",
+    *,
+    line: int | None = None,
+    index: int | None = None,
+) -> NewEvent:
+    """The queue entry of one parsed event (``line`` and ``index``: where a file held it).
 
     The key is the event's ``messageId``, or a digest of its content when it has none, so
     that sending the same input twice queues it once. Events of the same ``userId`` (else
@@ -120,7 +127,9 @@ def new_event(event: Any, received_at: float, source: str = "default") -> NewEve
         # the record of its rejection from being taken for a duplicate.
         fresh = f"{UNSTORABLE}{uuid.uuid4()}"
         rejected = (error.reason, error.message)
-        return NewEvent(fresh, f"event:{fresh}", _escaped(event), received_at, source, rejected)
+        return NewEvent(
+            fresh, f"event:{fresh}", _escaped(event), received_at, source, rejected, line, index
+        )
     fields = event if isinstance(event, dict) else {}
     key = _text(fields.get("messageId")) or digest(dumps(event, sort=True))
     user = _text(fields.get("userId")) or _text(fields.get("anonymousId"))
@@ -130,10 +139,20 @@ def new_event(event: Any, received_at: float, source: str = "default") -> NewEve
         event=data,
         received_at=received_at,
         source=source,
+        line=line,
+        index=index,
     )
 
 
-def unreadable(raw: bytes, reason: str, message: str, received_at: float, source: str) -> NewEvent:
+def unreadable(  # noqa: PLR0913 - the position is keyword-only
+    raw: bytes,
+    reason: str,
+    message: str,
+    received_at: float,
+    source: str,
+    *,
+    line: int | None = None,
+) -> NewEvent:
     """The queue entry of an input that is not an event at all: stored as rejected."""
     key = digest(raw)
     return NewEvent(
@@ -143,11 +162,12 @@ def unreadable(raw: bytes, reason: str, message: str, received_at: float, source
         received_at=received_at,
         source=source,
         rejected=(reason, message),
+        line=line,
     )
 
 
 def from_item(item: Item, received_at: float, source: str = "default") -> NewEvent:
     """The queue entry of one item read from a file."""
     if item.error is not None:
-        return unreadable(item.raw, "invalid_json", item.error, received_at, source)
-    return new_event(item.event, received_at, source)
+        return unreadable(item.raw, "invalid_json", item.error, received_at, source, line=item.line)
+    return new_event(item.event, received_at, source, line=item.line, index=item.index)

@@ -64,6 +64,8 @@ class NewEvent:
         source: Deduplication scope, e.g. the write key; keys only collide within a source.
         rejected: ``(reason, message)`` for an input that could not even be read as an
             event; it is stored as ``REJECTED`` so that nothing disappears without a record.
+        line: The input line it was read from (a file's events), else None.
+        index: Its position inside a JSON array or batch envelope on that line, else None.
     """
 
     key: str
@@ -72,6 +74,8 @@ class NewEvent:
     received_at: float
     source: str = "default"
     rejected: tuple[str, str] | None = None
+    line: int | None = None
+    index: int | None = None
 
 
 @frozen
@@ -161,6 +165,8 @@ class Record:
     message: str | None
     endpoint: str | None
     request: bytes | None
+    line: int | None = None
+    index: int | None = None
 
 
 class Queue(Protocol):

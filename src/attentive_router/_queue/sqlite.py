@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS events (
     reason TEXT,
     message TEXT,
     endpoint TEXT,
-    request BLOB
+    request BLOB,
+    input_line INTEGER,
+    input_index INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, id) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS events_open_by_user ON events (user, id) WHERE state IN (0, 1);
@@ -66,8 +68,11 @@ CREATE TABLE IF NOT EXISTS seen (
 _COLUMNS = (
     "id, key, source, user, state, event, received_at, attempts, throttles, done, "
     "first_attempt_at, last_attempt_at, next_attempt_at, status, response, reason, message, "
-    "endpoint, request"
+    "endpoint, request, input_line, input_index"
 )
+
+_ADDED_COLUMNS = {"input_line": "INTEGER", "input_index": "INTEGER"}
+"""Columns newer than the first version of the file, added to older files when opened."""
 
 # Due: queued, its time has come, no earlier event of the same user is still open, and no
 # event of the user is in flight (a replayed dead letter may be older than one in flight).
@@ -112,7 +117,7 @@ WHERE id = :id AND state = 1
 T = TypeVar("T")
 
 _ROWS_PER_STATEMENT = 250
-"""Rows per multi-row INSERT (10 values each: well inside SQLite's limit on parameters)."""
+"""Rows per multi-row INSERT (12 values each: well inside SQLite's limit on parameters)."""
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -169,6 +174,7 @@ class SQLiteQueue:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(_SCHEMA)
+            self._add_columns()
             if checkpoint_every is not None:
                 self._db.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as error:
@@ -182,6 +188,19 @@ class SQLiteQueue:
                 daemon=True,
             )
             self._checkpointer.start()
+
+    def _add_columns(self) -> None:
+        """Bring a file written by an earlier version up to the current columns (additive)."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError:
+                    # Another process opening the same file may have added it first.
+                    have = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+                    if name not in have:
+                        raise
 
     def _checkpoint_now_and_then(self, interval: float) -> None:
         """Copy the WAL into the database file off the writers' path (``checkpoint_every``).
@@ -272,7 +291,7 @@ class SQLiteQueue:
                 for item in chunk:
                     params += (item.source, item.key, now)
                 db.execute(f"INSERT OR REPLACE INTO seen (source, key, at) VALUES {marks}", params)  # noqa: S608
-                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 params = []
                 for item in chunk:
                     if item.rejected is None:
@@ -282,9 +301,11 @@ class SQLiteQueue:
                         params += (item.key, item.source, item.user, int(State.REJECTED))
                         params += (item.event, item.received_at, item.received_at, now)
                         params += item.rejected
+                    params += (item.line, item.index)
                 db.execute(
                     "INSERT INTO events (key, source, user, state, event, received_at, "  # noqa: S608 - placeholders only
-                    f"next_attempt_at, settled_at, reason, message) VALUES {marks}",
+                    "next_attempt_at, settled_at, reason, message, input_line, input_index) "
+                    f"VALUES {marks}",
                     params,
                 )
         rejected = tuple(item.rejected[0] for item in accepted if item.rejected is not None)

@@ -168,11 +168,11 @@ def _item(
     raw_price = product.get("price")
     value = as_number(raw_price)
     if value is None:
+        problem = (
+            "price is missing" if raw_price is None else f"price {shown(raw_price)} is not a number"
+        )
         warnings.append(
-            TransformWarning(
-                "item_dropped",
-                f"{_label(product, where)}: price {shown(raw_price)} is not a number; left out",
-            )
+            TransformWarning("item_dropped", f"{_label(product, where)}: {problem}; left out")
         )
         return None
     raw_currency = product.get("currency")

@@ -53,8 +53,22 @@ def missing(output_key: str, inputs: str, warnings: list[TransformWarning]) -> R
         inputs: The input paths it is read from, for the message.
         warnings: Warnings so far; those about these inputs explain why they were unusable.
     """
-    sources = tuple(part.strip().removesuffix("()") for part in inputs.split(","))
-    why = [w.message for w in warnings if w.message.startswith(sources)]
+    sources = tuple(dict.fromkeys(_shown_input(part) for part in inputs.split(",")))
+    # A warning repeats when several mappings of one event read the same input (identify).
+    why = dict.fromkeys(w.message for w in warnings if w.message.startswith(sources))
     reason = "no_usable_identifier" if output_key == "user" else "missing_required_field"
-    message = f"{output_key} is required, and nothing usable was found in {inputs}"
+    message = f"{output_key} is required, and nothing usable was found in {', '.join(sources)}"
     return Rejected(reason, message + (f" ({'; '.join(why)})" if why else ""))
+
+
+EXPRESSION_INPUTS = {"custom_identifiers": "traits.username"}
+"""The input paths that an expression of the rules table reads, as messages name them."""
+
+
+def _shown_input(part: str) -> str:
+    """An input of a rules-table row as people know it: a path, never a function's name."""
+    name = part.strip()
+    if not name.endswith("()"):
+        return name
+    function = name.removesuffix("()")
+    return EXPRESSION_INPUTS.get(function, function.replace("_", " "))

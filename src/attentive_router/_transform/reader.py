@@ -28,29 +28,41 @@ class Item:
     event: Any = None
     error: str | None = None
     raw: bytes = b""
+    index: int | None = None
+    """Position among the events of a JSON array or batch envelope (from 0), else None."""
 
 
 RAW_LIMIT = 64 * 1024
 
 
 def _expand(document: Any, line: int) -> Iterator[Item]:
-    """A batch envelope gives its events (with the envelope's context merged in)."""
-    if isinstance(document, Mapping) and isinstance(document.get("batch"), list):
+    """The events of one document, with their ``index`` when it holds several.
+
+    A batch envelope gives its events (with the envelope's context merged in); an array
+    gives its items, and the events of the envelopes among them, counted in one sequence.
+    """
+    if _is_envelope(document) or isinstance(document, list):
+        for index, event in enumerate(_events(document)):
+            yield Item(line, event, index=index)
+    else:
+        yield Item(line, document)
+
+
+def _events(document: Any) -> Iterator[Any]:
+    if isinstance(document, Mapping):
         shared = {
             key: document[key]
             for key in ("context", "integrations")
             if isinstance(document.get(key), Mapping)
         }
         for event in document["batch"]:
-            if isinstance(event, dict) and shared:
-                yield Item(line, merge_envelope(event, shared))
-            else:
-                yield Item(line, event)
-    elif isinstance(document, list):
-        for event in document:
-            yield from _expand(event, line) if _is_envelope(event) else (Item(line, event),)
+            yield merge_envelope(event, shared) if isinstance(event, dict) and shared else event
     else:
-        yield Item(line, document)
+        for event in document:
+            if _is_envelope(event):
+                yield from _events(event)
+            else:
+                yield event
 
 
 def merge_envelope(event: Mapping[str, Any], shared: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,12 +82,37 @@ def _is_envelope(value: Any) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get("batch"), list)
 
 
+def _problem(error: orjson.JSONDecodeError, data: bytes, whole: str) -> tuple[int, str]:
+    """What breaks the JSON of ``data`` and where: (lines after its first, the text).
+
+    orjson counts a break at the very end after the line end, on a line that is not there,
+    and puts invalid UTF-8 at the start; this names the column where the text really breaks
+    (``whole`` names what ``data`` is: "the line", "the input").
+    """
+    content = data.rstrip()
+    position = min(error.pos, len(content))
+    what = error.msg
+    if "UTF-8" in what:
+        what = "invalid UTF-8"
+        try:
+            data.decode()
+        except UnicodeDecodeError as bad:
+            position = bad.start
+    before = data[:position]
+    offset = before.count(b"\n")
+    column = len(before) - (before.rfind(b"\n") + 1) + 1
+    if position >= len(content):
+        return offset, f"{what} at the end of {whole}, column {column}"
+    return offset, f"{what} at column {column}"
+
+
 def _error(line: int, error: orjson.JSONDecodeError, raw: bytes) -> Item:
-    return Item(
-        line,
-        error=f"line {line}: not valid JSON ({error.msg} at column {error.colno})",
-        raw=raw[:RAW_LIMIT],
-    )
+    try:  # without its line end: a string cut off there is not "a control character"
+        orjson.loads(raw.rstrip(b"\r\n"))
+    except orjson.JSONDecodeError as within:
+        error = within
+    _, problem = _problem(error, raw, "the line")
+    return Item(line, error=f"line {line}: not valid JSON ({problem})", raw=raw[:RAW_LIMIT])
 
 
 def read_events(stream: IO[bytes]) -> Iterator[Item]:
@@ -113,8 +150,9 @@ def _whole(data: bytes, number: int) -> Iterator[Item]:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
-        line = number + error.lineno - 1
-        yield Item(line, error=f"line {line}: not valid JSON ({error.msg})", raw=data[:RAW_LIMIT])
+        offset, problem = _problem(error, data, "the input")
+        line = number + offset
+        yield Item(line, error=f"line {line}: not valid JSON ({problem})", raw=data[:RAW_LIMIT])
         return
     yield from _expand(document, number)
 

@@ -51,8 +51,36 @@ def _has_identifier(event: Mapping[str, Any], traits: Mapping[str, Any]) -> bool
     )
 
 
+_FOLDED: dict[int, tuple[Dispatch, dict[str, str]]] = {}
+"""Per dispatch table: its track event names by their folded form (see ``_near_miss``)."""
+
+
+def _folded_names(dispatch: Dispatch) -> dict[str, str]:
+    cached = _FOLDED.get(id(dispatch))
+    if cached is not None and cached[0] is dispatch:
+        return cached[1]
+    names = {
+        event.strip().casefold(): event
+        for call, event in dispatch
+        if call == "track" and event is not None and event != ANY_EVENT
+    }
+    if len(_FOLDED) >= 8:  # a few tables at most; never grow without bound
+        _FOLDED.clear()
+    _FOLDED[id(dispatch)] = (dispatch, names)
+    return names
+
+
+def _near_miss(name: str, dispatch: Dispatch) -> str | None:
+    """The mapped event ``name`` differs from only by case or surrounding whitespace, if any."""
+    return _folded_names(dispatch).get(name.strip().casefold())
+
+
 def _select(
-    call: str, event: Mapping[str, Any], ctx: Context, dispatch: Dispatch
+    call: str,
+    event: Mapping[str, Any],
+    ctx: Context,
+    dispatch: Dispatch,
+    warnings: list[TransformWarning],
 ) -> tuple[EventMapping, ...] | Outcome:
     if call != "track":
         return dispatch.get((call, None), ())
@@ -64,10 +92,21 @@ def _select(
     named = dispatch.get(("track", name))
     if named:
         return named
+    intended = _near_miss(name, dispatch)
     if ctx.config.unnamed_track == "skip":
+        hint = "" if intended is None else f" (did you mean {shown(intended)}?)"
         return Skipped(
             "unmapped_event",
-            f"track event {shown(name)} is not in the mapping tables and unnamed_track is 'skip'",
+            f"track event {shown(name)} is not in the mapping tables, and --unnamed-track skip "
+            f"leaves such events out{hint}",
+        )
+    if intended is not None:
+        warnings.append(
+            TransformWarning(
+                "near_miss_event_name",
+                f"event {shown(name)} differs from {shown(intended)} only in case or surrounding "
+                "whitespace; names are matched exactly, so it is sent as a custom event",
+            )
         )
     return dispatch.get(("track", ANY_EVENT), ())
 
@@ -107,10 +146,10 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
             "none of traits.email, traits.phone or userId is present; Attentive cannot tie the "
             "event to a user",
         )
-    selected = _select(call, event, ctx, dispatch)
+    warnings: list[TransformWarning] = []
+    selected = _select(call, event, ctx, dispatch, warnings)
     if not isinstance(selected, tuple):
         return selected
-    warnings: list[TransformWarning] = []
     requests: list[Request] = []
     for mapping in selected:
         built = mapping.transform(src, ctx, warnings)
