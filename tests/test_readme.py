@@ -52,7 +52,9 @@ def blocks(text: str | None = None) -> list[Block]:
     text = README.read_text(encoding="utf-8") if text is None else text
     return [
         Block(text[: match.start()].count("\n") + 1, match.group(1), match.group(2))
-        for match in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+        for match in re.finditer(
+            r"^[ \t]*```(\w*)\n(.*?)^[ \t]*```", text, re.DOTALL | re.MULTILINE
+        )
     ]
 
 

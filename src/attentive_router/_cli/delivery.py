@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ import httpx
 import orjson
 
 from attentive_router._cli.numbers import at_least_one, non_negative, positive
-from attentive_router._delivery.job import QueueBusyError, deliver, delivery_lock
+from attentive_router._delivery.job import FollowUp, QueueBusyError, deliver, delivery_lock
+from attentive_router._delivery.keys import KeySource, KeySourceError
 from attentive_router._delivery.progress import Progress, progress_wanted
 from attentive_router._delivery.ratelimit import IDENTITY_PATH
 from attentive_router._delivery.retry import RetryPolicy
@@ -99,6 +101,12 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Attentive")
     group.add_argument(
         "--token", help=f"API key (default: ${TOKEN_ENV}); it is never printed or stored"
+    )
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="read the API key from this file instead (serve reads it again on SIGHUP)",
     )
     group.add_argument(
         "--base-url",
@@ -245,12 +253,52 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     _target_options(check)
 
 
-def _token(args: argparse.Namespace, stderr: IO[str]) -> str | None:
-    token = args.token or os.environ.get(TOKEN_ENV, "")
+def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
+    """The API key and where it came from: --token, else --token-file, else $TOKEN_ENV."""
+    if args.token and args.token.strip():
+        return KeySource("option", "--token", args.token.strip())
+    if args.token_file is not None:
+        try:
+            return KeySource.from_file(args.token_file)
+        except KeySourceError as error:
+            print(f"{PROG}: {error}", file=stderr)
+            return None
+    token = os.environ.get(TOKEN_ENV, "")
     if not token.strip():
         print(f"{PROG}: no API key: set {TOKEN_ENV} or pass --token", file=stderr)
         return None
-    return token.strip()
+    return KeySource("environment", TOKEN_ENV, token.strip())
+
+
+def _token(args: argparse.Namespace, stderr: IO[str]) -> str | None:
+    source = _key_source(args, stderr)
+    return None if source is None else source.token
+
+
+def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
+    """The commands that act on this run's queue, target and mapping options, as hints.
+
+    ``deliver`` carries ``--queue``, ``--base-url``, ``--token-file`` and the mapping options
+    when they are not the defaults; ``dead-letters list`` carries ``--queue``.
+    """
+    queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", str(args.queue)]
+    target = [] if args.base_url == DEFAULT_BASE_URL else ["--base-url", args.base_url]
+    if args.token_file is not None and not args.token:
+        target += ["--token-file", str(args.token_file)]
+    defaults = Config()
+    mapping = []
+    if config.unnamed_track != defaults.unnamed_track:
+        mapping += ["--unnamed-track", config.unnamed_track]
+    if config.stale_events != defaults.stale_events:
+        mapping += ["--stale-events", config.stale_events]
+    if config.strict_property_keys:
+        mapping.append("--strict-property-keys")
+    if config.default_region != defaults.default_region:
+        mapping += ["--default-region", config.default_region]
+    return FollowUp(
+        deliver=shlex.join([PROG, "deliver", *queue, *target, *mapping]),
+        dead_letters=shlex.join([PROG, "dead-letters", "list", *queue]),
+    )
 
 
 def _settings(args: argparse.Namespace, token: str, config: Config) -> SenderSettings:
@@ -312,7 +360,7 @@ def run_delivery(
         queue.close()
         if source is not None and source is not stdin:
             source.close()
-    print(run.render(args.command), file=stderr)
+    print(run.render(args.command, follow_up(args, config)), file=stderr)
     return run.exit_status
 
 

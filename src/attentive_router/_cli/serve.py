@@ -14,12 +14,12 @@ from attentive_router._cli.delivery import (
     PROG,
     TOKEN_ENV,
     _delivery_options,
+    _key_source,
     _queue_option,
     _settings,
     _target_options,
-    _token,
 )
-from attentive_router._cli.numbers import non_negative, port
+from attentive_router._cli.numbers import non_negative, port, positive
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
 from attentive_router._transform.options import Config
 
@@ -52,7 +52,11 @@ examples:
   attentive-router serve --write-key wk_test --no-deliver --cors-origin https://shop.example
   attentive-router serve --write-key wk_test --base-url http://127.0.0.1:8788 --token sandbox-token
 
-Logs are JSON lines on stderr, with email addresses and phone numbers blanked out.
+Logs are JSON lines on stderr, with email addresses and phone numbers blanked out. Delivery
+problems are logged too: an endpoint failing (connection refused, timeouts, 5xx: a line when it
+starts, then one a minute), dead letters with their reason, a refused API key. While Attentive
+refuses the key, serve checks it every --key-retry-interval seconds and resumes by itself;
+SIGHUP re-reads --token-file and checks at once.
 SIGTERM or Ctrl-C: stop accepting, let requests and deliveries in flight finish (--grace),
 leave the rest queued, exit 0. `attentive-router deliver` or the next `serve` sends the rest.
 
@@ -164,6 +168,15 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
         "(>= 0; default: %(default)s)",
     )
     group.add_argument(
+        "--key-retry-interval",
+        type=positive,
+        default=300.0,
+        metavar="S",
+        help="after Attentive refused the API key (401/403), check it again this often "
+        "(GET /v1/me) and resume once it is accepted; SIGHUP re-reads --token-file and checks "
+        "at once (> 0; default: %(default)s)",
+    )
+    group.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="info",
@@ -230,12 +243,13 @@ def run_serve_command(
         print(f"{prog}: {error}", file=stderr)
         return 2
     sender = None
+    key_source = None
     if not args.no_deliver:
-        token = _token(args, stderr)
-        if token is None:
+        key_source = _key_source(args, stderr)
+        if key_source is None:
             print(f"{prog}: (or run with --no-deliver to only queue events)", file=stderr)
             return 2
-        sender = evolve(_settings(args, token, config), grace=args.grace)
+        sender = evolve(_settings(args, key_source.token, config), grace=args.grace)
     settings = ServeSettings(
         keys=keys,
         queue=args.queue,
@@ -252,5 +266,7 @@ def run_serve_command(
         trust_proxy=args.trust_proxy,
         analytics_js=analytics_js,
         webhook_secrets=secrets,
+        key_source=key_source,
+        key_retry=args.key_retry_interval,
     )
     return run_serve(settings, stdout, stderr)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-from attrs import define, field
+from attrs import define, field, frozen
 
+from attentive_router._delivery.health import Report
 from attentive_router._delivery.progress import Progress
 from attentive_router._delivery.sender import Paused, Sender, SenderSettings, Stats, make_client
 from attentive_router._queue.intake import from_item
@@ -55,6 +56,19 @@ def delivery_lock(queue_path: Path) -> Iterator[None]:
         handle.close()
 
 
+@frozen
+class FollowUp:
+    """The commands a summary suggests, with the options needed to run them as printed.
+
+    Attributes:
+        deliver: The command that sends what is left (with the queue, the URL, ...).
+        dead_letters: The command that lists the dead letters of the same queue.
+    """
+
+    deliver: str = "attentive-router deliver"
+    dead_letters: str = "attentive-router dead-letters list"
+
+
 @define
 class Run:
     """What one ``send`` or ``deliver`` run did."""
@@ -68,8 +82,9 @@ class Run:
     interrupted: bool = False
     seconds: float = 0.0
 
-    def render(self, label: str) -> str:
-        """The end-of-run summary table."""
+    def render(self, label: str, follow: FollowUp | None = None) -> str:
+        """The end-of-run summary table; its hints are ``follow``'s commands."""
+        follow = follow or FollowUp()
         stats = self.stats
         rate = f" ({stats.settled / self.seconds:,.0f} events/s)" if self.seconds > 0 else ""
         lines = [f"{label}: {stats.settled:,} event(s) settled in {self.seconds:,.1f} s{rate}"]
@@ -93,10 +108,14 @@ class Run:
         )
         if stats.endpoints:
             lines.append("answers by endpoint")
-            lines.extend(
-                f"  {path:<44}{status:>6}{count:>10,}"
-                for (path, status), count in sorted(stats.endpoints.items())
-            )
+            for (path, status), count in sorted(stats.endpoints.items()):
+                lines.append(f"  {path:<44}{status:>6}{count:>10,}")
+                if status == "error":  # no answer: say why
+                    lines.extend(
+                        f"    {cause:<46}{number:>10,}"
+                        for (where, cause), number in sorted(stats.causes.items())
+                        if where == path
+                    )
         if stats.warnings:
             lines.append("transform warnings (the events were still sent)")
             lines.extend(
@@ -104,13 +123,15 @@ class Run:
             )
         dead = self.remaining.get(State.DEAD, 0)
         if dead:
-            lines.append(
-                f"{dead:,} dead letter(s) in the queue: `attentive-router dead-letters list`"
-            )
+            lines.append(f"{dead:,} dead letter(s) in the queue: `{follow.dead_letters}`")
         if self.paused is not None:
-            lines.append(f"SENDING STOPPED: {self.paused.explain()}")
+            remedy = (
+                "Fix the key (ATTENTIVE_API_TOKEN, --token or --token-file), "
+                f"then run `{follow.deliver}`"
+            )
+            lines.append(f"SENDING STOPPED: {self.paused.explain(remedy)}")
         elif self.interrupted:
-            lines.append("interrupted: run `attentive-router deliver` to send the rest")
+            lines.append(f"interrupted: run `{follow.deliver}` to send the rest")
         return "\n".join(lines)
 
     @property
@@ -126,7 +147,10 @@ class Run:
 
 
 def draw_progress(line: Progress, sender: Sender, total: int) -> None:
-    """Redraw ``line`` (when due) as a bar: events settled of ``total``, rate, retries, ETA."""
+    """Redraw ``line`` (when due): events settled of ``total``, rate, retries, ETA.
+
+    While an endpoint is failing, the cause and the target take the ETA's place.
+    """
     elapsed = line.due()
     if elapsed is None:
         return
@@ -136,13 +160,26 @@ def draw_progress(line: Progress, sender: Sender, total: int) -> None:
     share = min(done / total, 1.0) if total else 0.0
     bar = "#" * int(share * width)
     eta = f"ETA {(total - done) / rate:,.0f}s" if rate > 0 and total > done else ""
+    failing = sender.health.failing()
+    if failing:
+        first = failing[0]
+        more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
+        eta = f"FAILING: {first.cause} at {first.target}, {first.failures:,} in a row{more}"
     line.show(
         f" [{bar:<{width}}] {done:,}/{total:,} {rate:,.0f}/s retries {sender.stats.retries:,} {eta}"
     )
 
 
+def report_line(label: str, report: Report) -> str:
+    """A report as a line on a command's stderr."""
+    kind = "" if report.kind == "recovered" else "warning: "
+    return f"attentive-router {label}: {kind}{report.text()}"
+
+
 async def _tick(progress: Progress, sender: Sender, total: Callable[[], int]) -> None:
     while True:
+        for report in sender.health.reports(time.time()):
+            progress.note(report_line(progress.label, report))
         draw_progress(progress, sender, total())
         await asyncio.sleep(progress.interval)
 
@@ -210,6 +247,8 @@ async def deliver(  # noqa: PLR0913 - optional parts are keyword-only
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if progress is not None:
+            for report in sender.health.reports(time.time()):  # what the last tick missed
+                progress.note(report_line(progress.label, report))
             progress.close()
         restore()
         if client is None:

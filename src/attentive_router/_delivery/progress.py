@@ -53,6 +53,14 @@ class Progress:
             share = f" {fraction:6.1%}  ETA {eta:5.0f}s"
         self.show(f": {done:,} events  {done / elapsed:,.0f}/s{share}")
 
+    def note(self, text: str) -> None:
+        """Write ``text`` on a line of its own (above the progress line, which is redrawn)."""
+        if self.enabled and self._shown:
+            self.stream.write("\r\x1b[2K")
+            self._shown = 0.0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """Clear the progress line."""
         if self.enabled and self._shown:

@@ -26,6 +26,7 @@ import orjson
 from attrs import define, evolve, field, frozen
 from httpx_aiohttp import AiohttpTransport
 
+from attentive_router._delivery.health import Health, status_cause, transport_cause
 from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter
 from attentive_router._delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from attentive_router._queue.interface import (
@@ -87,6 +88,8 @@ class Stats:
     outcomes: Counter[str] = field(factory=Counter)
     reasons: Counter[tuple[str, str]] = field(factory=Counter)
     endpoints: Counter[tuple[str, str]] = field(factory=Counter)
+    causes: Counter[tuple[str, str]] = field(factory=Counter)
+    """Requests that got no answer, by endpoint and cause (``connection refused``, ...)."""
     warnings: Counter[str] = field(factory=Counter)
     requests: int = 0
     retries: int = 0
@@ -106,13 +109,15 @@ class Paused:
     path: str
     response: str
 
-    def explain(self) -> str:
-        """A message for the operator."""
+    def explain(self, remedy: str = "") -> str:
+        """A message for the operator; ``remedy`` says what to do (default: fix, then deliver)."""
+        remedy = remedy or (
+            "Fix the key (ATTENTIVE_API_TOKEN or --token), then run `attentive-router deliver`"
+        )
         return (
             f"Attentive answered {self.status} to POST {self.path}: the API key is not valid "
             "or lacks the permission for this endpoint. Sending stopped; the events stay "
-            "queued. Fix the key (ATTENTIVE_API_TOKEN or --token), then run "
-            f"`attentive-router deliver`. Response: {self.response[:200]}"
+            f"queued. {remedy}. Response: {self.response[:200]}"
         )
 
 
@@ -166,6 +171,7 @@ class Sender:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.limiter = RateLimiter(clock, sleep, rate=settings.rate, rates=settings.rates)
         self.stats = Stats()
+        self.health = Health(settings.base_url)
         self.paused: Paused | None = None
         self.in_flight = 0
         # Workers wait for their endpoint's rate limit without holding a connection: only
@@ -179,11 +185,17 @@ class Sender:
         self._running: set[int] = set()
         self._failure: QueueError | None = None
         self._flush_lock = asyncio.Lock()
+        self._dead_keys: dict[int, str] = {}
         self._headers = {
             "Authorization": f"Bearer {settings.token}",
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
+
+    def use_token(self, token: str) -> None:
+        """Send with ``token`` from now on (requests already on the wire keep the old one)."""
+        self.settings = evolve(self.settings, token=token)
+        self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
 
     async def call(self, action: Callable[..., T], *args: Any) -> T:
         """Run a queue operation on the queue's thread."""
@@ -307,6 +319,8 @@ class Sender:
             self._running.add(claim.id)
             settlement = await self._deliver(claim)
             self._running.discard(claim.id)
+            if settlement.state is State.DEAD:
+                self._dead_keys[claim.id] = claim.key
             self._pending.append(settlement)
             self._has_pending.set()
 
@@ -339,6 +353,13 @@ class Sender:
         self.stats.outcomes[label] += 1
         if settlement.reason is not None:
             self.stats.reasons[label, settlement.reason] += 1
+        if settlement.state is State.DEAD:
+            self.health.dead(
+                settlement.endpoint,
+                settlement.reason or "dead",
+                settlement.message or "",
+                self._dead_keys.pop(settlement.id, None),
+            )
 
     async def _deliver(self, claim: Claim) -> Settlement:
         """Transform and send one event."""
@@ -382,15 +403,20 @@ class Sender:
                 if self._stopping or self.paused is not None:
                     return _requeue(claim, attempts, throttles, done, first)
                 sent_at = self.clock()
-                status, text, retry_after = await self._post(request.path, body)
+                status, text, retry_after, cause = await self._post(request.path, body)
             now = self.clock()
             verdict = classify(status)
             if verdict is not Verdict.AUTH:  # a refused key is not an attempt at all
                 first = sent_at if first is None else first
             self.stats.endpoints[request.path, str(status or "error")] += 1
+            if status is None:
+                self.stats.causes[request.path, cause] += 1
             if verdict is Verdict.DELIVERED:
+                self.health.success(request.path)
                 done += 1
                 continue
+            if verdict in (Verdict.RETRY, Verdict.PERMANENT):
+                self.health.failure(request.path, cause, text[:200], now)
             failed = Settlement(
                 id=claim.id,
                 state=State.QUEUED,
@@ -463,8 +489,13 @@ class Sender:
             failed, attempts=attempts, next_attempt_at=now + policy.backoff(attempts, self.rng)
         )
 
-    async def _post(self, path: str, body: bytes) -> tuple[int | None, str, float | None]:
-        """Send one request: (status or None for a transport error, response text, Retry-After)."""
+    async def _post(self, path: str, body: bytes) -> tuple[int | None, str, float | None, str]:
+        """Send one request.
+
+        Returns:
+            The status (None for a transport error), the response text, Retry-After, and the
+            cause of a failure as ``health`` names it.
+        """
         self.stats.requests += 1
         try:
             response = await self.client.post(
@@ -474,10 +505,10 @@ class Sender:
             # Name the underlying failure (the transport may map it to a broader httpx class).
             cause = error.__cause__ or error
             text = f"{type(cause).__name__}: {cause or error}"
-            return None, scrub(text, self.settings.token), None
+            return None, scrub(text, self.settings.token), None, transport_cause(error)
         text = scrub(response.text[:RESPONSE_LIMIT], self.settings.token)
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
-        return response.status_code, text, retry_after
+        return response.status_code, text, retry_after, status_cause(response.status_code)
 
 
 def _requeue(

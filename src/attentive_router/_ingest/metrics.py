@@ -134,6 +134,15 @@ class _Families(Collector):
         for (path, status), count in sorted(stats.endpoints.items()):
             answers.add_metric([path, status], count)
         yield answers
+        errors = CounterMetricFamily(
+            _P + "attentive_request_errors",
+            "Requests to Attentive that got no answer, by endpoint and cause (connection "
+            "refused, timeout, connection reset, unknown host, TLS error, connection error).",
+            labels=["endpoint", "cause"],
+        )
+        for (path, cause), count in sorted(stats.causes.items()):
+            errors.add_metric([path, cause], count)
+        yield errors
         yield _counter("retries", "Retries scheduled after a failed attempt.", stats.retries)
         yield _counter("throttled", "Answers 429 from Attentive.", stats.throttled)
         yield _gauge(

@@ -17,6 +17,8 @@ import hashlib
 import hmac
 import logging
 import math
+import os
+import shlex
 import signal
 import socket
 import sys
@@ -28,7 +30,7 @@ from typing import IO, Any, TypeVar
 
 import orjson
 import uvicorn
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -37,7 +39,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from attentive_router._delivery.health import Health, Report
 from attentive_router._delivery.job import QueueBusyError, delivery_lock
+from attentive_router._delivery.keys import PROBE_PATH, KeySource, KeySourceError, probe_key
 from attentive_router._delivery.sender import (
     Paused,
     Sender,
@@ -100,6 +104,8 @@ CHECKPOINT_EVERY = 0.5
 """Seconds between WAL checkpoints, done off the request path."""
 RESTART_AFTER = 5.0
 """Seconds before delivery starts again after the queue failed under it."""
+REPORT_CHECK = 1.0
+"""Seconds between two looks for delivery problems to log."""
 
 
 class ServeConfigError(ValueError):
@@ -123,6 +129,8 @@ class ServeSettings:
         public_url: Where browsers reach the server (behind a proxy); None: from each request.
         trust_proxy: Take the scheme and host from ``X-Forwarded-Proto`` / ``X-Forwarded-Host``.
         analytics_js: The ``dist/umd`` folder of ``@segment/analytics-next`` to host; None: not.
+        key_source: Where the API key came from (read again on SIGHUP).
+        key_retry: Seconds between two checks of a key Attentive refused.
     """
 
     keys: Mapping[str, str]
@@ -140,6 +148,8 @@ class ServeSettings:
     trust_proxy: bool = False
     analytics_js: AnalyticsJs | None = None
     webhook_secrets: Mapping[str, str] = field(factory=dict)
+    key_source: KeySource | None = None
+    key_retry: float = 300.0
 
 
 def parse_write_key(value: str) -> tuple[str, str]:
@@ -192,9 +202,19 @@ class _Delivery:
     """The delivery side of the server, as the app and the metrics see it."""
 
     stats: Stats = field(factory=Stats)
+    health: Health = field(factory=lambda: Health(""))
     sender: Sender | None = None
     paused: Paused | None = None
     state: str = "off"
+    remedy: str = ""
+    """What the operator can do about ``paused``."""
+    next_key_check: float | None = None
+    token: str = field(default="", repr=False)
+    """The API key in use (read again on SIGHUP)."""
+    recheck: asyncio.Event = field(factory=asyncio.Event)
+    """Set (after SIGHUP) to check the key now."""
+    hangup: asyncio.Event = field(factory=asyncio.Event)
+    """Set by SIGHUP."""
 
 
 class Ingest:
@@ -333,7 +353,25 @@ class Ingest:
         delivery = self.delivery
         body: dict[str, Any] = {"status": "ok", "delivery": delivery.state}
         if delivery.paused is not None:
-            body["problem"] = delivery.paused.explain()
+            body["status"] = "degraded"
+            body["problem"] = delivery.paused.explain(delivery.remedy)
+            if delivery.next_key_check is not None:
+                body["next_key_check"] = _iso(delivery.next_key_check)
+        elif delivery.state == "running":
+            problems = delivery.health.failing()
+            if problems:
+                body["status"] = "degraded"
+                body["problems"] = [
+                    {
+                        "endpoint": problem.endpoint,
+                        "target": problem.target,
+                        "cause": problem.cause,
+                        "since": _iso(problem.since),
+                        "failures": problem.failures,
+                        "last_error": problem.detail,
+                    }
+                    for problem in problems
+                ]
         return Response(orjson.dumps(body), 200, media_type="application/json")
 
     async def metrics_text(self, _request: Request) -> Response:
@@ -588,15 +626,138 @@ def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
     )
 
 
+def _iso(moment: float) -> str:
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    return f"{whole}Z"
+
+
+@frozen
+class _Keys:
+    """The API key's source and how often a refused key is checked again."""
+
+    source: KeySource | None
+    retry: float
+
+    def remedy(self) -> str:
+        """What the operator can do once Attentive refused the key."""
+        interval = f"{self.retry:g}"
+        checks = (
+            f"Serve checks the key again every {interval} s (GET {PROBE_PATH}, "
+            "--key-retry-interval) and resumes by itself, losing nothing"
+        )
+        source = self.source
+        if source is None:
+            return f"{checks}. To use another key, restart serve with it"
+        if source.changeable:
+            return (
+                f"{checks}. Fix the key in {source.describe()}, then `kill -HUP {os.getpid()}` "
+                "to read it again and check at once"
+            )
+        return (
+            f"{checks}. The key came from {source.describe()}, which cannot change while serve "
+            f"runs: to use another key, restart serve with it (--token-file PATH can be read "
+            f"again with `kill -HUP {os.getpid()}`)"
+        )
+
+
+def _reread_key(keys: _Keys, delivery: _Delivery) -> None:
+    """SIGHUP: read the key from its source again, and send with it from now on."""
+    source = keys.source
+    if source is None:
+        log(logging.INFO, "SIGHUP: nothing to read again (not delivering)")
+        return
+    if not source.changeable:
+        log(
+            logging.WARNING,
+            f"SIGHUP: the API key came from {source.describe()}, which cannot change while "
+            "serve runs; restart serve to use another key (or use --token-file)",
+            key_source=source.describe(),
+        )
+        return
+    try:
+        fresh = source.read()
+    except KeySourceError as error:
+        log(logging.ERROR, f"SIGHUP: {error}; still using the key read before")
+        return
+    changed = fresh.token != delivery.token
+    log(
+        logging.INFO,
+        "SIGHUP: read the API key again",
+        key_source=source.describe(),
+        changed=changed,
+    )
+    delivery.token = fresh.token
+    if changed and delivery.sender is not None:
+        delivery.sender.use_token(fresh.token)
+
+
+async def _first(*events: asyncio.Event, seconds: float | None = None) -> None:
+    """Wait until one of ``events`` is set (or ``seconds`` pass)."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    _, others = await asyncio.wait(waiters, timeout=seconds, return_when="FIRST_COMPLETED")
+    for waiter in others:
+        waiter.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
+async def _watch_sighup(keys: _Keys, delivery: _Delivery, stop: asyncio.Event) -> None:
+    """Every SIGHUP: read the key again; while sending is paused, check it at once."""
+    while True:
+        await _first(delivery.hangup, stop)
+        if stop.is_set():
+            return
+        delivery.hangup.clear()
+        _reread_key(keys, delivery)
+        if delivery.paused is not None:
+            delivery.recheck.set()
+
+
+async def _await_valid_key(
+    client: Any, base_url: str, keys: _Keys, delivery: _Delivery, stop: asyncio.Event
+) -> bool:
+    """While sending is paused, check ``delivery.token`` until Attentive accepts it.
+
+    The check runs every ``keys.retry`` seconds, or at once after SIGHUP. True once the key is
+    accepted; False when stopping.
+    """
+    while not stop.is_set():
+        delivery.next_key_check = time.time() + keys.retry
+        await _first(stop, delivery.recheck, seconds=keys.retry)
+        if stop.is_set():
+            break
+        delivery.recheck.clear()
+        status, answer = await probe_key(client, base_url, delivery.token)
+        if status == 200:
+            return True
+        log(
+            logging.WARNING,
+            f"the API key is still refused: GET {PROBE_PATH} answered "
+            f"{status or 'nothing'}; sending stays paused",
+            answer=answer,
+            next_check_seconds=keys.retry,
+        )
+    return False
+
+
 async def _deliver_forever(
-    queue: Queue, settings: SenderSettings, delivery: _Delivery, stop: asyncio.Event
+    queue: Queue,
+    settings: SenderSettings,
+    delivery: _Delivery,
+    stop: asyncio.Event,
+    keys: _Keys,
 ) -> None:
-    """Run the sender until ``stop``; start it again after a storage failure."""
+    """Run the sender until ``stop``.
+
+    It starts again after a storage failure, and once a key Attentive refused is accepted again.
+    """
     client = make_client(settings)
+    delivery.health = Health(settings.base_url)
+    delivery.token = settings.token
     try:
         while not stop.is_set():
-            sender = Sender(queue, client, settings)
+            sender = Sender(queue, client, evolve(settings, token=delivery.token))
             sender.stats = delivery.stats
+            sender.health = delivery.health
             delivery.sender = sender
             delivery.state = "running"
             try:
@@ -607,20 +768,67 @@ async def _deliver_forever(
                 log(
                     logging.ERROR,
                     "delivery stopped: the queue failed; starting again",
-                    error=scrub(str(error), settings.token),
+                    error=scrub(str(error), delivery.token),
                     seconds=RESTART_AFTER,
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RESTART_AFTER)
                 continue
             if sender.paused is not None:
+                delivery.remedy = keys.remedy()
                 delivery.paused = sender.paused
-                delivery.state = "stopped"
-                log(logging.CRITICAL, "SENDING STOPPED: " + sender.paused.explain())
-                await stop.wait()
+                delivery.state = "paused"
+                log(
+                    logging.CRITICAL,
+                    "SENDING PAUSED: " + sender.paused.explain(delivery.remedy),
+                    status=sender.paused.status,
+                    endpoint=sender.paused.path,
+                )
+                accepted = await _await_valid_key(client, settings.base_url, keys, delivery, stop)
+                delivery.next_key_check = None
+                if not accepted:
+                    break
+                delivery.paused = None
+                log(
+                    logging.WARNING,
+                    f"the API key is accepted again (GET {PROBE_PATH} answered 200): "
+                    "sending resumes",
+                )
     finally:
         delivery.state = "off"
         await client.aclose()
+
+
+def _log_report(report: Report, queue: Path) -> None:
+    """One delivery problem (or its end) in the log."""
+    fields: dict[str, Any] = {
+        "endpoint": report.endpoint,
+        "count": report.count,
+    }
+    if report.kind == "dead":
+        fields.update(reason=report.cause, messageId=report.example, last=report.detail)
+        fields["see"] = f"attentive-router dead-letters list --queue {shlex.quote(str(queue))}"
+        log(logging.WARNING, "events dead-lettered", **fields)
+        return
+    fields.update(target=report.target, cause=report.cause)
+    if report.since is not None:
+        fields["since"] = _iso(report.since)
+    if report.kind == "recovered":
+        log(logging.WARNING, "delivery recovered: " + report.text(), **fields)
+        return
+    fields["last_error"] = report.detail
+    log(logging.WARNING, "delivery failing: " + report.text(), **fields)
+
+
+async def _report_now_and_then(delivery: _Delivery, queue: Path, stop: asyncio.Event) -> None:
+    """Log the delivery problems ``Health`` has due, a few lines a minute at most."""
+    while not stop.is_set():
+        for report in delivery.health.reports(time.time()):
+            _log_report(report, queue)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REPORT_CHECK)
+    for report in delivery.health.reports(time.time()):
+        _log_report(report, queue)
 
 
 async def _prune_now_and_then(ingest: Ingest, stop: asyncio.Event) -> None:
@@ -709,8 +917,16 @@ async def _serve(
         loop.add_signal_handler(signum, _on_signal, signum)
         signals.append(signum)
     tasks = [asyncio.create_task(_prune_now_and_then(ingest, stop))]
+    loop.add_signal_handler(signal.SIGHUP, delivery.hangup.set)
+    signals.append(signal.SIGHUP)
+    keys = _Keys(settings.key_source, settings.key_retry)
+    tasks.append(asyncio.create_task(_watch_sighup(keys, delivery, stop)))
     if settings.sender is not None:
-        tasks.append(asyncio.create_task(_deliver_forever(queue, settings.sender, delivery, stop)))
+        tasks.append(
+            asyncio.create_task(_deliver_forever(queue, settings.sender, delivery, stop, keys))
+        )
+        queue_path = settings.queue.resolve()
+        tasks.append(asyncio.create_task(_report_now_and_then(delivery, queue_path, stop)))
     try:
         await server.serve(sockets=[sock])
     finally:
