@@ -23,6 +23,7 @@ from attentive_router._ingest.browser import (
     request_base,
     settings_document,
 )
+from attentive_router._ingest.logs import redact
 
 KEY = "wk_site_31f0"
 ORIGIN = "https://shop.example"
@@ -242,3 +243,18 @@ def test_once_per_minute_counts_what_it_did_not_log() -> None:
     assert throttle.due("b", now=10.0) == 1
     assert throttle.due("a", now=30.0) is None
     assert throttle.due("a", now=61.0) == 3
+
+
+def test_the_serving_line_shows_the_library_folder_unredacted(
+    server: ServeProcess, umd: Path
+) -> None:
+    serving = [line for line in server.stderr().splitlines() if '"message":"serving"' in line]
+    assert serving, server.stderr()
+    assert f'"analytics_js":"{umd}"' in serving[0]
+
+
+def test_paths_with_a_scope_are_not_taken_for_addresses() -> None:
+    path = "/srv/site/node_modules/@segment/analytics-next/dist/umd"
+    assert redact(path) == path
+    assert redact("ada@example.com wrote") == "[email] wrote"
+    assert redact("mailto:ada@shop") == "mailto:[email]"

@@ -18,7 +18,8 @@ import orjson
 
 LOGGER = "attentive_router"
 
-_EMAIL = re.compile(r"[^\s@'\"<>(),;:]+@[^\s@'\"<>(),;:]+")
+# No "/" on either side: a path such as node_modules/@segment/analytics-next is not an address.
+_EMAIL = re.compile(r"[^\s@'\"<>(),;:/]+@[^\s@'\"<>(),;:/]+")
 # A run of 7 to 15 digits, optionally with a leading + and short separators between digits;
 # not part of a longer word, so ids, UUIDs and ISO timestamps are left alone.
 _PHONE = re.compile(r"(?<![\w+-])\+?\d(?:[ ()./-]{0,3}\d){6,14}(?![\w-])")
