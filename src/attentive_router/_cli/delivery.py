@@ -338,6 +338,8 @@ def run_delivery(
         if source is not None and source is not stdin:
             source.close()
         return 2
+    for warning in queue.warnings:
+        print(f"{PROG}: warning: {warning}", file=stderr)
     show = progress_wanted(args.progress, stderr)
     try:
         with delivery_lock(args.queue):
