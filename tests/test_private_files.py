@@ -9,6 +9,7 @@ or an existing queue file others may read, gets a warning; a private one gets no
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -155,6 +156,36 @@ def test_serve_and_deliver_create_the_queue_files_owner_only(
     delivering.command = under_umask(mask, delivering.command)
     with delivering:
         assert modes(folder / "d.db") == dict.fromkeys(SUFFIXES, 0o600)
+
+
+@UMASKS
+def test_deliver_follow_creates_its_files_owner_only(
+    sandbox: SandboxProcess, tmp_path: Path, mask: str
+) -> None:
+    folder = private_folder(tmp_path)
+    queue = folder / "q.db"
+    SQLiteQueue(queue).close()  # a queue serve made: no -wal, -shm or lock file left
+    assert modes(queue) == {"": 0o600}
+    command = [sys.executable, "-m", "attentive_router", "deliver", "--follow", "--queue"]
+    command += [str(queue), "--base-url", sandbox.url, "--token", TOKEN]
+    log = tmp_path / "follow.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            under_umask(mask, command), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        running = wait_for(
+            lambda: (found := modes(queue)).keys() == set(SUFFIXES) and found,
+            what="the queue's four files while deliver --follow runs",
+        )
+        wait_for(lambda: "following" in log.read_text(), what="its first line")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    err = log.read_text()
+    assert process.returncode == 0, err
+    assert running == dict.fromkeys(SUFFIXES, 0o600)
+    assert "warning" not in err
 
 
 def test_under_umask_000_a_queue_made_the_usual_way_would_be_world_writable(

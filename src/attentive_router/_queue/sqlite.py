@@ -373,6 +373,16 @@ class SQLiteQueue:
         value = self._read(lambda db: db.execute(_NEXT_DUE).fetchone()[0])
         return None if value is None else float(value)
 
+    def data_version(self) -> int:
+        """A number that changes whenever some other connection commits to the file.
+
+        Another process (``serve --no-deliver``) queuing events changes it, and so does this
+        queue's own writing; reading it is cheap and takes no lock, so a deliverer in another
+        process can look at it often to learn that there is new work.
+        """
+        value = self._snapshot(lambda db: db.execute("PRAGMA data_version").fetchone()[0])
+        return int(value)
+
     def counts(self) -> dict[State, int]:
         """Number of events in each state (every state is present)."""
         rows = self._snapshot(
