@@ -7,6 +7,8 @@ and exits 0; while it runs, no other process delivers from the queue.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import re
 import signal
@@ -21,8 +23,12 @@ import pytest
 from tests.delivery_harness import custom_event
 
 from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._delivery import follow as follow_module
+from attentive_router._delivery.follow import follow
+from attentive_router._delivery.job import Run
+from attentive_router._delivery.sender import SenderSettings
 from attentive_router._queue.intake import new_event
-from attentive_router._queue.interface import State
+from attentive_router._queue.interface import Claim, QueueError, State
 from attentive_router._queue.sqlite import SQLiteQueue
 from attentive_router._sandbox.process import SandboxProcess
 
@@ -88,6 +94,11 @@ class Follower:
         self._stderr.close()
 
 
+def delivering(queue: Path, sandbox: SandboxProcess) -> tuple[str, ...]:
+    """The arguments of ``deliver`` from ``queue`` to the sandbox."""
+    return ("deliver", "--queue", str(queue), "--base-url", sandbox.url, "--token", TOKEN)
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -136,8 +147,7 @@ def test_a_follower_delivers_what_serve_queues_after_it_started_and_stops_cleanl
                 assert time.monotonic() - started < 5  # woken by the poll, not a long timer
             assert follower.process.poll() is None
             # a second deliverer refuses while the follower runs, and names it
-            second = cli("deliver", "--queue", str(queue), "--base-url", sandbox.url,
-                         "--token", TOKEN, cwd=tmp_path)  # fmt: skip
+            second = cli(*delivering(queue, sandbox), cwd=tmp_path)
             assert second.returncode == 2
             pid = follower.process.pid
             assert f"{queue} is being delivered from by pid {pid}" in second.stderr
@@ -161,8 +171,7 @@ def test_a_follower_delivers_what_serve_queues_after_it_started_and_stops_cleanl
     assert "interrupted" not in err
     assert len(err.splitlines()) < 25
     # what the follower did is not sent again by a later run
-    again = cli("deliver", "--queue", str(queue), "--base-url", sandbox.url, "--token", TOKEN,
-                cwd=tmp_path)  # fmt: skip
+    again = cli(*delivering(queue, sandbox), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert re.search(r"^  delivered\s+0$", again.stderr, re.MULTILINE)
 
@@ -190,8 +199,7 @@ def test_sigterm_with_requests_in_flight_leaves_them_queued_and_exits_0(
         assert "  still queued             6" in follower.stderr()
         # once Attentive is quick again, the next deliverer sends them all
         sandbox.set_faults({})
-        done = cli("deliver", "--queue", str(queue), "--base-url", sandbox.url, "--token", TOKEN,
-                   cwd=tmp_path)  # fmt: skip
+        done = cli(*delivering(queue, sandbox), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     assert counts(queue)[State.DELIVERED] == 6
     assert delivered_ids(sandbox, "slow") >= {f"slow-{i}" for i in range(6)}
@@ -294,3 +302,53 @@ def test_a_refused_key_stops_the_follower_with_status_3(
     assert "SENDING STOPPED: Attentive answered 401" in err
     assert counts(queue)[State.QUEUED] == 2  # nothing lost: the events wait for a good key
     assert counts(queue)[State.IN_FLIGHT] == 0
+
+
+class _FailsOnce(SQLiteQueue):
+    """A queue whose first claim fails, as a full disk would make it."""
+
+    failed = False
+
+    def claim(self, now: float, limit: int) -> list[Claim]:
+        if not self.failed:
+            self.failed = True
+            msg = f"queue {self.path}: disk I/O error"
+            raise QueueError(msg)
+        return super().claim(now, limit)
+
+
+def test_a_queue_failure_is_said_and_delivery_starts_again(
+    sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(follow_module, "RESTART_AFTER", 0.2)
+    queue = _FailsOnce(tmp_path / "q.db")
+    queue.put([new_event(custom_event("flaky-0", "flaky-user"), time.time())], time.time())
+    out = io.StringIO()
+
+    async def scenario() -> Run:
+        stop = asyncio.Event()
+        settings = SenderSettings(base_url=sandbox.url, token=TOKEN)
+        following = follow(
+            queue, settings, changes=queue.data_version, poll_interval=0.05, out=out, stop=stop
+        )
+        running = asyncio.create_task(following)
+        for _ in range(300):
+            if await asyncio.to_thread(delivered_ids, sandbox, "flaky"):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        return await running
+
+    try:
+        run = asyncio.run(scenario())
+    finally:
+        queue.close()
+    assert queue.failed
+    assert (
+        f"attentive-router deliver: warning: the queue failed: queue {queue.path}: disk I/O "
+        "error; starting again in 0.2 s (events in flight are sent again)"
+    ) in out.getvalue()
+    assert run.stats.outcomes[State.DELIVERED.label] == 1
+    assert run.remaining[State.DELIVERED] == 1
+    assert run.paused is None
+    assert not run.interrupted

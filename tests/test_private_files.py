@@ -72,6 +72,11 @@ def modes(queue: Path) -> dict[str, int]:
     return found
 
 
+def delivering(queue: Path, sandbox: SandboxProcess) -> tuple[str, ...]:
+    """The arguments of ``deliver`` from ``queue`` to the sandbox."""
+    return ("deliver", "--queue", str(queue), "--base-url", sandbox.url, "--token", TOKEN)
+
+
 def wait_for(check: Any, timeout: float = 15.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -147,14 +152,13 @@ def test_serve_and_deliver_create_the_queue_files_owner_only(
         assert modes(queue) == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
     assert "writable" not in server.stderr()
     # deliver then creates the lock file (and the -wal and -shm again: serve removed them)
-    done = cli(mask, "deliver", "--queue", str(queue), "--base-url", sandbox.url,
-               "--token", TOKEN, cwd=tmp_path)  # fmt: skip
+    done = cli(mask, *delivering(queue, sandbox), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert modes(queue) == {"": 0o600, ".lock": 0o600}
     assert "warning" not in done.stderr
-    delivering = ServeProcess(queue=folder / "d.db", sandbox=sandbox)
-    delivering.command = under_umask(mask, delivering.command)
-    with delivering:
+    server = ServeProcess(queue=folder / "d.db", sandbox=sandbox)
+    server.command = under_umask(mask, server.command)
+    with server:
         assert modes(folder / "d.db") == dict.fromkeys(SUFFIXES, 0o600)
 
 
