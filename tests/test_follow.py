@@ -352,3 +352,38 @@ def test_a_queue_failure_is_said_and_delivery_starts_again(
     assert run.remaining[State.DELIVERED] == 1
     assert run.paused is None
     assert not run.interrupted
+
+
+def test_a_long_running_follower_prunes_finished_events(
+    sandbox: SandboxProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(follow_module, "PRUNE_EVERY", 0.1)
+    queue = SQLiteQueue(tmp_path / "q.db", retention=0.0)  # finished events are kept 0 s
+    out = io.StringIO()
+    seen: list[dict[State, int]] = []
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        settings = SenderSettings(base_url=sandbox.url, token=TOKEN)
+        following = follow(
+            queue, settings, changes=queue.data_version, poll_interval=0.05, out=out, stop=stop
+        )
+        running = asyncio.create_task(following)
+        await asyncio.sleep(0.3)  # the start-up prune is behind: this event comes later
+        event = new_event(custom_event("pruned-0", "pruned-user"), time.time())
+        await asyncio.to_thread(queue.put, [event], time.time())
+        for _ in range(300):
+            seen.append(await asyncio.to_thread(queue.counts))
+            if sum(seen[-1].values()) == 0 and delivered_ids(sandbox, "pruned"):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await running
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        queue.close()
+    assert delivered_ids(sandbox, "pruned") == {"pruned-0"}
+    assert sum(seen[-1].values()) == 0  # delivered, then forgotten while it ran
+    assert "1 event(s) settled (delivered 1)" in out.getvalue()

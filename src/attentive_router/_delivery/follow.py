@@ -6,7 +6,8 @@ commit, so the queue's ``data_version`` is read every ``poll_interval`` seconds 
 lock) and the sender is woken when it changes. Events due later (retries) wake it on time.
 
 SIGTERM or Ctrl-C stops it like ``serve``: requests in flight get the sender's grace period,
-the rest goes back to the queue unchanged. What it does is said on a stream in a few lines:
+the rest goes back to the queue unchanged. Finished events past the queue's retention are
+pruned every hour, as ``serve`` does. What it does is said on a stream in a few lines:
 one when it starts, one per burst of settled events (at most one a minute while events keep
 coming), delivery problems as ``Health`` reports them, and a summary at the end. A failure of
 the queue's storage is reported and delivery starts again a few seconds later.
@@ -44,6 +45,8 @@ REPORT_CHECK = 1.0
 """Seconds between looks at what was settled and what ``Health`` has to report."""
 RESTART_AFTER = 5.0
 """Seconds before delivery starts again after the queue's storage failed."""
+PRUNE_EVERY = 3600.0
+"""Seconds between two prunings of finished events past the queue's retention."""
 
 
 @define
@@ -106,6 +109,7 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     helpers = [
         asyncio.create_task(_watch(changes, poll_interval, current, stop)),
         asyncio.create_task(_report(queue, current, say, label=label, out=out, done=done)),
+        asyncio.create_task(_prune_now_and_then(queue, stop)),
     ]
     run = Run()
     try:
@@ -172,6 +176,17 @@ async def _watch(
                 current.sender.notify()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+async def _prune_now_and_then(queue: Queue, stop: asyncio.Event) -> None:
+    """Forget finished events past the retention while running for days (as ``serve`` does)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PRUNE_EVERY)
+        if stop.is_set():
+            return
+        with contextlib.suppress(QueueError):  # the sender meets a failure too, and says so
+            await asyncio.to_thread(queue.prune, time.time())
 
 
 async def _report(  # noqa: PLR0913 - the follower's parts, one by one
