@@ -84,6 +84,8 @@ NOT_RUN = {
     "make run    # demo": "make test is this suite; make run is `demo`, run by test_cli_delivery",
     '{"messageId": "…", "outcome": "mapped"': "sample output of transform, not a command",
     "ID  STATE               LINE": "sample output of events list (run in test_delivery_block)",
+    "# /etc/systemd/system/attentive-router-ingest.service": "a systemd unit file",
+    "# /etc/systemd/system/attentive-router-deliver.service": "a systemd unit file",
 }
 
 
@@ -354,3 +356,33 @@ def test_library_client_blocks(sandbox: SandboxProcess, tmp_path: Path) -> None:
             assert result.returncode == 0, result.stderr
             purchases = sandbox.wait_for_requests(1, "/v1/events/ecommerce/purchase", timeout=10)
             assert purchases[0]["body"]["orderId"] == "o-1001"
+
+
+SYSTEMD_UNITS = (
+    "# /etc/systemd/system/attentive-router-ingest.service",
+    "# /etc/systemd/system/attentive-router-deliver.service",
+)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_systemd_units_are_valid(tmp_path: Path) -> None:
+    """Not run (that needs systemd as init), but checked as systemd reads them."""
+    installed = str(BIN / "attentive-router")
+    names = []
+    for marker in SYSTEMD_UNITS:
+        text = block(marker).text
+        assert "/opt/attentive-router/.venv/bin/attentive-router" in text
+        unit = tmp_path / marker.rsplit("/", 1)[1]
+        unit.write_text(text.replace("/opt/attentive-router/.venv/bin/attentive-router", installed))
+        names.append(str(unit))
+    assert "serve --no-deliver" in block(SYSTEMD_UNITS[0]).text
+    assert "deliver --follow" in block(SYSTEMD_UNITS[1]).text
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -18,6 +18,12 @@ from typing import IO, Any
 import httpx
 import orjson
 
+from attentive_router._cli.follow import (
+    FOLLOW_EPILOG,
+    add_follow_options,
+    follow_usage_error,
+    run_follow,
+)
 from attentive_router._cli.numbers import at_least_one, non_negative, positive
 from attentive_router._delivery.job import FollowUp, QueueBusyError, deliver, delivery_lock
 from attentive_router._delivery.keys import KeySource, KeySourceError
@@ -202,13 +208,14 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     again = commands.add_parser(
         "deliver",
         help="deliver what is queued (after an interruption, a crash or a replay)",
-        description="Deliver every queued event, then stop. Events left in flight by a crash "
-        "are sent again.",
-        epilog=EXIT_CODES,
+        description="Deliver every queued event, then stop (or, with --follow, keep delivering "
+        "what is queued next). Events left in flight by a crash are sent again.",
+        epilog=FOLLOW_EPILOG + EXIT_CODES,
         formatter_class=raw,
     )
     for add in (_queue_option, _target_options, _delivery_options, config_options):
         add(again)
+    add_follow_options(again)
 
     dead = commands.add_parser(
         "dead-letters",
@@ -318,6 +325,10 @@ def run_delivery(
     args: argparse.Namespace, config: Config, stdin: IO[bytes], stderr: IO[str]
 ) -> int:
     """``send`` and ``deliver``."""
+    problem = follow_usage_error(args)
+    if problem is not None:
+        print(f"{PROG} {args.command}: {problem}", file=stderr)
+        return 2
     if args.command != "send" and _missing_queue(args.queue, stderr):
         return 2
     token = _token(args, stderr)
@@ -338,9 +349,13 @@ def run_delivery(
         if source is not None and source is not stdin:
             source.close()
         return 2
+    for warning in queue.warnings:
+        print(f"{PROG}: warning: {warning}", file=stderr)
     show = progress_wanted(args.progress, stderr)
     try:
         with delivery_lock(args.queue):
+            if getattr(args, "follow", False):
+                return run_follow(args, queue, settings, stderr, follow_up(args, config))
             run = asyncio.run(
                 deliver(
                     queue,

@@ -22,6 +22,7 @@ from attrs import define, field, frozen
 from attentive_router._delivery.health import Report
 from attentive_router._delivery.progress import Progress
 from attentive_router._delivery.sender import Paused, Sender, SenderSettings, Stats, make_client
+from attentive_router._queue.files import open_private
 from attentive_router._queue.intake import from_item
 from attentive_router._queue.interface import NewEvent, Queue, State
 from attentive_router._transform.reader import read_events
@@ -36,9 +37,12 @@ class QueueBusyError(Exception):
 
 @contextlib.contextmanager
 def delivery_lock(queue_path: Path) -> Iterator[None]:
-    """Hold ``<queue>.lock`` so that only one process delivers from a queue file."""
+    """Hold ``<queue>.lock`` so that only one process delivers from a queue file.
+
+    The lock file is created owner-only, like the queue's own files.
+    """
     lock_path = queue_path.with_name(queue_path.name + ".lock")
-    handle = lock_path.open("a+")
+    handle = os.fdopen(open_private(lock_path, os.O_RDWR | os.O_APPEND), "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

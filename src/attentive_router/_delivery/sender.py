@@ -67,6 +67,9 @@ class SenderSettings:
         claim_batch: Events claimed from the queue per call.
         grace: Seconds in-flight requests may finish after a stop before they are abandoned.
         timeout: Seconds before a request without an answer counts as failed (and is retried).
+        idle_wait: With nothing due (and more to come: ``run(forever=True)`` or input still
+            being read), seconds before the sender looks at the queue again; None waits for
+            ``notify`` (a watcher of the queue file then calls it).
     """
 
     base_url: str
@@ -79,6 +82,7 @@ class SenderSettings:
     claim_batch: int = 200
     grace: float = 5.0
     timeout: float = 10.0
+    idle_wait: float | None = 1.0
 
 
 @define
@@ -275,6 +279,8 @@ class Sender:
                     return
                 if due is not None:
                     wait = min(max(due - self.clock(), 0.0), 1.0)
+                else:
+                    wait = self.settings.idle_wait
             await self._wait(stop, wait if space > 0 else None)
 
     async def _wait(self, stop: asyncio.Event, seconds: float | None) -> None:

@@ -985,6 +985,8 @@ def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
     except QueueError as error:
         print(f"{prog}: {error}", file=stderr)
         return 2
+    for warning in queue.warnings:
+        log(logging.WARNING, warning, queue=str(settings.queue))
     try:
         with contextlib.ExitStack() as stack:
             if settings.sender is not None:

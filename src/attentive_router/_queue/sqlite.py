@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from attentive_router._queue.files import create_private, exposure, tighten_side_files
 from attentive_router._queue.interface import (
     DEFAULT_DEDUPE_WINDOW,
     Claim,
@@ -147,6 +148,11 @@ class SQLiteQueue:
 
     ``counts`` and ``oldest_queued`` read through a second connection: in WAL mode a reader
     never waits for a writer, so a metrics scrape does not hold up events being queued.
+
+    A missing file is created owner-only (0600, whatever the umask), and so are SQLite's
+    ``-wal`` and ``-shm`` files next to it. ``warnings`` says, as found before opening, what
+    lets other users read the queue or tamper with it (a world-writable folder, a queue file
+    readable by others); the commands show it.
     """
 
     def __init__(
@@ -167,6 +173,12 @@ class SQLiteQueue:
         self._timeout = busy_timeout
         self._stopping = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        self.warnings = tuple(exposure(self.path))
+        try:
+            create_private(self.path)
+        except OSError as error:
+            msg = f"cannot open the queue {self.path}: {error.strerror or error}"
+            raise QueueError(msg) from error
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -180,6 +192,7 @@ class SQLiteQueue:
         except sqlite3.Error as error:
             msg = f"cannot open the queue {self.path}: {error}"
             raise QueueError(msg) from error
+        tighten_side_files(self.path)
         if checkpoint_every is not None:
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_now_and_then,
@@ -359,6 +372,16 @@ class SQLiteQueue:
         """The earliest time some queued event can be claimed, or None."""
         value = self._read(lambda db: db.execute(_NEXT_DUE).fetchone()[0])
         return None if value is None else float(value)
+
+    def data_version(self) -> int:
+        """A number that changes whenever some other connection commits to the file.
+
+        Another process (``serve --no-deliver``) queuing events changes it, and so does this
+        queue's own writing; reading it is cheap and takes no lock, so a deliverer in another
+        process can look at it often to learn that there is new work.
+        """
+        value = self._snapshot(lambda db: db.execute("PRAGMA data_version").fetchone()[0])
+        return int(value)
 
     def counts(self) -> dict[State, int]:
         """Number of events in each state (every state is present)."""
