@@ -107,9 +107,10 @@ def mapping_calls(lines: Sequence[bytes], ctx: Context, dispatch: Dispatch) -> C
         src = read_source(event)
         if isinstance(src, Rejected):
             continue
-        selected = _select(call, event, ctx, dispatch, [])
+        selected = _select(call, src, ctx, dispatch, [])
         if isinstance(selected, tuple):
-            calls.append((src, tuple(mapping.transform for mapping in selected)))
+            mappings, src = selected
+            calls.append((src, tuple(mapping.transform for mapping in mappings)))
     return calls
 
 

@@ -19,6 +19,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 PACKAGE = Path("src/attentive_router")
 STAGE = PACKAGE / "_transform"
 MODULE = STAGE / "generated" / "transforms.py"
+NAMES = STAGE / "generated" / "event_names.py"
 DOCS = Path("docs/mappings.md")
 SPEC = Path("spec")
 SCHEMA = STAGE / "schemas" / "attentive-v1.json"
@@ -130,7 +131,20 @@ def render(root: Path = ROOT) -> dict[Path, str]:
     module = env.get_template("transforms.py.j2").render(
         plan=plan, header=header, classes=_classes(plan)
     )
+    module = format_python(module, MODULE, root)
+    names = sorted(
+        {
+            m.event.event
+            for m in plan.mappings
+            if m.event.call == "track" and m.event.event and m.event.event != "*"
+        }
+    )
+    event_names = env.get_template("event_names.py.j2").render(names=names, header=header)
     docs = env.get_template("mappings.md.j2").render(
         plan=plan, header=header.replace("\n# ", " — ").lstrip("# ")
     )
-    return {MODULE: format_python(module, MODULE, root), DOCS: docs}
+    return {
+        MODULE: module,
+        NAMES: format_python(event_names, NAMES, root),
+        DOCS: docs,
+    }

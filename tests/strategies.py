@@ -32,6 +32,8 @@ import phonenumbers
 from hypothesis import strategies as st
 
 from attentive_router import Config, Context
+from attentive_router._transform.options import SEGMENT_V1_ALIASES, EventFilter
+from attentive_router._transform.router import mapped_event_names
 
 SPEC_DIR = Path(__file__).parent.parent / "spec"
 
@@ -900,3 +902,94 @@ def any_events(max_depth: int = 40) -> st.SearchStrategy[JSON]:
         _ARBITRARY_EVENTS,
         json_values(max_leaves=10),
     )
+
+
+# --- event options: aliases, filters, consent -------------------------------------------------
+
+CONSENT_CATEGORIES = ("Advertising", "Analytics")
+_CALL_PATTERNS = st.sampled_from(("identify", "page", "track", "*", "[pt]*"))
+_EVENT_PATTERNS = st.sampled_from(
+    (
+        "*",
+        "Order *",
+        "Product ?iewed",
+        "Page *",
+        "Signed Up",
+        "Completed Order",
+        "[PO]*",
+        *NAMED_TRACK_EVENTS,
+    )
+)
+_FILTERS = st.one_of(
+    st.just(EventFilter()),
+    st.builds(
+        EventFilter,
+        allow_calls=st.lists(_CALL_PATTERNS, max_size=2),
+        deny_calls=st.lists(_CALL_PATTERNS, max_size=1),
+        allow_events=st.lists(_EVENT_PATTERNS, max_size=2),
+        deny_events=st.lists(_EVENT_PATTERNS, max_size=2),
+    ),
+)
+_ALIAS_NAMES = ("Purchase", "Basket Viewed", "Signed Up", "Viewed Product", "Completed Order")
+_ALIASES = st.dictionaries(
+    st.sampled_from(_ALIAS_NAMES), st.sampled_from(sorted(mapped_event_names())), max_size=3
+)
+_OPTION_CONFIGS = st.builds(
+    Config,
+    unnamed_track=st.sampled_from(("custom_event", "skip")),
+    stale_events=st.sampled_from(("send", "skip")),
+    aliases=_ALIASES,
+    builtin_aliases=st.booleans(),
+    filters=_FILTERS,
+    consent_category=st.sampled_from((None, *CONSENT_CATEGORIES)),
+    consent_missing=st.sampled_from(("send", "skip")),
+)
+_OPTION_CONTEXTS = st.builds(Context, received_at=_RECEIVED_TIMES, config=_OPTION_CONFIGS)
+
+
+def option_contexts() -> st.SearchStrategy[Context]:
+    """Contexts whose configuration sets aliases, filters and consent (and some other options)."""
+    return _OPTION_CONTEXTS
+
+
+_CONSENT_VALUES = st.one_of(st.booleans(), st.booleans(), json_values(max_leaves=2))
+_PREFERENCES = st.dictionaries(
+    st.sampled_from((*CONSENT_CATEGORIES, "Functional")), _CONSENT_VALUES, max_size=3
+)
+_CONSENT = st.one_of(
+    st.builds(lambda preferences: {"categoryPreferences": preferences}, _PREFERENCES),
+    json_values(max_leaves=3),
+)
+
+
+def _with_consent(event: Event, consent: JSON) -> Event:
+    context = event.get("context")
+    context = dict(context) if isinstance(context, dict) else {}
+    return {**event, "context": {**context, "consent": consent}}
+
+
+V1_NAMES = tuple(sorted(SEGMENT_V1_ALIASES))
+_V1_PAIRS = st.sampled_from(V1_NAMES).flatmap(
+    lambda v1: track_events(SEGMENT_V1_ALIASES[v1]).map(
+        lambda event: ({**event, "event": v1}, event)
+    )
+)
+
+
+def v1_event_pairs() -> st.SearchStrategy[tuple[Event, Event]]:
+    """A track call under a Segment eCommerce v1 name, and the same call under its v2 name."""
+    return _V1_PAIRS
+
+
+_OPTION_EVENTS = st.one_of(
+    st.builds(_with_consent, _VALID_EVENTS, _CONSENT),
+    _V1_PAIRS.map(lambda pair: pair[0]),
+    st.builds(_with_consent, _V1_PAIRS.map(lambda pair: pair[0]), _CONSENT),
+    st.builds(_with_consent, hostile_events(), _CONSENT),
+    any_events(),
+)
+
+
+def option_events() -> st.SearchStrategy[JSON]:
+    """Events for the option properties: with consent information, under v1 names, or anything."""
+    return _OPTION_EVENTS

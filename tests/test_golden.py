@@ -1,7 +1,8 @@
 """Golden fixtures: one Segment event each, with the outcome worked out by hand from the rules.
 
 ``tests/fixtures/golden/<case>/`` holds ``input.json`` (the event, any JSON value),
-``expected.json`` (the outcome) and optionally ``config.json`` (``Config`` overrides). The
+``expected.json`` (the outcome) and optionally ``config.json`` (``Config`` overrides; its
+``filters`` object holds the ``EventFilter`` fields, its lists the patterns). The
 expected outputs are derived from the integration doc, the mapping decisions and the rules
 table, not recorded from the router, so they are an independent oracle for the transform.
 
@@ -28,6 +29,7 @@ from jsonschema import Draft202012Validator
 
 import attentive_router
 from attentive_router import Config, Context, Mapped, Outcome
+from attentive_router._transform.options import EventFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
@@ -87,8 +89,15 @@ def _body_titles() -> dict[str, str]:
 BODY_TITLES = _body_titles()
 
 
+def _config(overrides: dict[str, Any]) -> Config:
+    options = dict(overrides)
+    if "filters" in options:
+        options["filters"] = EventFilter(**options["filters"])
+    return Config(**options)
+
+
 def _run(case: Case) -> Outcome:
-    ctx = Context(received_at=RECEIVED_AT, config=Config(**case.config))
+    ctx = Context(received_at=RECEIVED_AT, config=_config(case.config))
     return attentive_router.route(case.event, ctx)
 
 

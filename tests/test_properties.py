@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from attrs import evolve
 from hypothesis import example, given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -40,6 +41,7 @@ from attentive_router import (
 )
 from attentive_router._transform.mapping import Mapping
 from attentive_router._transform.models import BODY_TYPES
+from attentive_router._transform.options import EventFilter
 from attentive_router._transform.outcome import Outcome
 from attentive_router._transform.source import is_blank
 
@@ -63,7 +65,10 @@ from tests.strategies import (  # noqa: E402
     deep_events,
     hostile_events,
     nested,
+    option_contexts,
+    option_events,
     track_events,
+    v1_event_pairs,
     valid_events,
 )
 
@@ -187,6 +192,63 @@ def test_totality_at_the_parsers_nesting_limit(event: Any) -> None:
     printer cannot print a value nested a thousand levels deep.
     """
     _assert_one_serialisable_outcome(event, CTX)
+
+
+@given(event=option_events(), ctx=option_contexts())
+def test_totality_holds_with_aliases_filters_and_consent(event: Any, ctx: Context) -> None:
+    """With aliases, filters and consent set, every event still gets exactly one outcome."""
+    _assert_one_serialisable_outcome(event, ctx)
+
+
+# --- event options ----------------------------------------------------------------------------
+
+OPTION_SKIPS = frozenset({"filtered", "no_consent"})
+
+
+@given(event=option_events(), ctx=option_contexts())
+def test_filters_and_consent_only_ever_skip(event: Any, ctx: Context) -> None:
+    """Filters and consent either skip an event (filtered, no_consent) or leave it alone.
+
+    An event they let through gets the outcome it gets with neither set; and only a config
+    that sets them produces those reasons.
+    """
+    outcome = route(event, ctx)
+    plain = evolve(ctx.config, filters=EventFilter(), consent_category=None)
+    if isinstance(outcome, Skipped) and outcome.reason in OPTION_SKIPS:
+        assert outcome.message
+        if outcome.reason == "filtered":
+            assert ctx.config.filters != EventFilter()
+        else:
+            assert ctx.config.consent_category is not None
+        return
+    assert outcome == route(event, evolve(ctx, config=plain))
+
+
+@given(pair=v1_event_pairs(), ctx=contexts())
+def test_a_segment_v1_name_routes_like_its_v2_name(
+    pair: tuple[dict[str, Any], dict[str, Any]], ctx: Context
+) -> None:
+    """A v1 event gives the v2 event's requests, with an aliased_event warning first."""
+    v1_event, v2_event = pair
+    aliased, direct = route(v1_event, ctx), route(v2_event, ctx)
+    if isinstance(direct, Mapped):
+        assert isinstance(aliased, Mapped), aliased
+        assert aliased.requests == direct.requests
+        assert [w.code for w in aliased.warnings] == [
+            "aliased_event",
+            *(w.code for w in direct.warnings if w.code != "aliased_event"),
+        ]
+    else:
+        assert not isinstance(aliased, Mapped)
+        assert (aliased.reason, aliased.message) == (direct.reason, direct.message)
+
+
+@given(event=option_events(), ctx=option_contexts())
+def test_generated_transforms_agree_with_the_interpreter_under_event_options(
+    event: Any, ctx: Context
+) -> None:
+    """The rules interpreter and the generated code agree with aliases, filters and consent on."""
+    assert route(event, ctx) == route(event, ctx, dispatch=interpreted_dispatch())
 
 
 # --- identifiers ------------------------------------------------------------------------------
