@@ -140,7 +140,7 @@ class Destination:
     strict_property_keys: bool | None = None
     default_region: Region | None = None
     aliases: dict[Text, AliasTarget] = field(factory=dict)
-    builtin_aliases: bool = True
+    builtin_aliases: bool | None = None
     filter: EventFilter = EventFilter()
     consent: Consent = Consent()
 
@@ -583,7 +583,7 @@ def transform_config(destination: Destination) -> Config:
         # TO PASS HERE, once ``Config`` has these fields: the aliases, filters and consent of
         # the destination, parsed and checked already and kept in ``destination``:
         #   the aliases field gets destination.aliases (each user name to a mapped name),
-        #   the builtin_aliases field gets destination.builtin_aliases,
+        #   the builtin_aliases field gets destination.builtin_aliases (None: true),
         #   the filters field gets the transform's EventFilter made of the four tuples of
         #     destination.filter: allow_calls, deny_calls, allow_events and deny_events,
         #   the consent_category field gets destination.consent.category,

@@ -340,7 +340,10 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
         chosen = ["--config", str(path)]
         if args.destination or destination is not None:
             chosen += ["--destination", args.destination or destination]
+    token_env = getattr(args, "token_env", None)
+    key = FollowUp.key if token_env is None else f"${token_env}, named by the configuration file"
     return FollowUp(
+        key=key,
         deliver=shlex.join([PROG, "deliver", *chosen, *queue, *target, *mapping]),
         # dead-letters does not read the configuration file: it is told where the queue is.
         dead_letters=shlex.join([PROG, "dead-letters", "list", *own_queue]),

@@ -238,11 +238,13 @@ def _destination_rows(
         rows.append(Row(f"{where}.{option.key}", value, origin))
         if option.key in MAPPING_KEYS:
             mapping[option.key] = value
-    origin = "default" if loaded is None or name is None else "file"
-    rows += [
-        Row(f"{where}.{key}", getattr(destination, key), origin)
-        for key in ("aliases", "builtin_aliases", "filter", "consent")
-    ]
+    unset = Destination()
+    for key in ("aliases", "builtin_aliases", "filter", "consent"):
+        value = getattr(destination, key)
+        origin = "default" if value == getattr(unset, key) else "file"
+        if key == "builtin_aliases" and value is None:
+            value = True
+        rows.append(Row(f"{where}.{key}", value, origin))
     resolved = evolve(destination, **mapping)  # type: ignore[arg-type] # values checked above
     return resolved, values, rows, problems
 
@@ -394,8 +396,9 @@ def resolve(
     rows: list[Row] = []
     mapping = Destination()
     first = True
+    original = argparse.Namespace(**vars(args))  # the defaults, for every destination
     for name in chosen or [None]:  # type: ignore[list-item] # None: no destination in a file
-        resolved, values, more, trouble = _destination_rows(args, given, loaded, name, environ)
+        resolved, values, more, trouble = _destination_rows(original, given, loaded, name, environ)
         rows += more
         found += trouble
         if first:
@@ -407,6 +410,7 @@ def resolve(
         destination = loaded.file.destinations[chosen[0]]
         if not {"token", "token_file"} & given and not environ.get(TOKEN_ENV, "").strip():
             args.token_env = destination.token_env
+    destination_rows, rows = rows, []
     if hasattr(args, "write_key"):
         values, more = _serve_rows(args, given, loaded, environ)
         rows += more
@@ -418,6 +422,7 @@ def resolve(
             args.write_key = keys
         if secrets is not None:
             args.webhook_secret = secrets
+    rows += destination_rows
     if loaded is not None:
         problems += [f"{loaded.path}: {problem}" for problem in found]
         args.config_in_use = (loaded.path, chosen[0] if len(chosen) == 1 else None, given)
