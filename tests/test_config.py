@@ -510,6 +510,14 @@ def test_send_delivers_with_the_destinations_key_url_queue_and_options(tmp_path:
             assert queue.counts().get(State.QUEUED) == 1  # kept for a deliver with a good key
         finally:
             queue.close()
+        # the hint, run as printed once brand A's variable holds a key the sandbox accepts
+        fixed = {**SECRETS, "BRAND_A_ATTENTIVE_KEY": sandbox.token}
+        hint = ("deliver", "--config", str(config), "--destination", "brand_a")
+        delivered = cli(*hint, "--progress", "never", cwd=work, env=fixed)
+        assert delivered.returncode == 0, delivered.stderr
+        assert [r["body"]["externalEventId"] for r in sandbox.requests("/v1/events/custom")] == [
+            "m-2"
+        ]
         unknown = cli(*args, "--destination", "brand_c", cwd=work, env=SECRETS)
         assert unknown.returncode == 2
         assert "--destination brand_c: " in unknown.stderr
