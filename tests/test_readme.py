@@ -79,6 +79,10 @@ RUN_HERE = {
 RUN_ELSEWHERE = {
     "SNIPPET_VERSION": "tests/test_browser.py loads this snippet in Chromium",
     "AnalyticsBrowser.load": "tests/test_browser.py runs this call in Chromium",
+    "# deploy.toml: one brand": "tests/test_config.py loads this file and serves with it",
+    "# deploy.toml: two brands": "tests/test_config.py loads this file, sends and serves with it",
+    "# deploy.toml (flag --config)": "tests/test_config.py compares config check's output to it",
+    "deploy.toml: 3 problems:": "tests/test_config.py compares a bad file's messages to it",
 }
 NOT_RUN = {
     "make run    # demo": "make test is this suite; make run is `demo`, run by test_cli_delivery",

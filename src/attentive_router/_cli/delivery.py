@@ -38,6 +38,7 @@ from attentive_router._transform.options import Config
 PROG = "attentive-router"
 TOKEN_ENV = "ATTENTIVE_API_TOKEN"  # noqa: S105 - the name of the variable, not a key
 QUEUE_ENV = "ATTENTIVE_ROUTER_QUEUE"
+CONFIG_ENV = "ATTENTIVE_ROUTER_CONFIG"
 DEFAULT_QUEUE = "attentive-router.db"
 
 EXIT_CODES = """\
@@ -91,6 +92,23 @@ CHECK_UNREACHABLE = 4
 """Exit status of ``check`` when Attentive cannot be reached."""
 
 ConfigOptions = Callable[[argparse.ArgumentParser], None]
+
+
+def config_file_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--destination``: the configuration file, and which account in it."""
+    group = parser.add_argument_group("configuration file")
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"a TOML configuration file (default: ${CONFIG_ENV}); flags and environment "
+        "variables override it; see `attentive-router config init`",
+    )
+    group.add_argument(
+        "--destination",
+        metavar="NAME",
+        help="the destination (Attentive account) of the file to work for: its key, URL, "
+        "queue, limits and mapping options (default: the file's only one)",
+    )
 
 
 def _queue_option(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +222,7 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     )
     for add in (_queue_option, _target_options, _delivery_options, config_options):
         add(send)
+    config_file_options(send)
 
     again = commands.add_parser(
         "deliver",
@@ -216,6 +235,7 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     for add in (_queue_option, _target_options, _delivery_options, config_options):
         add(again)
     add_follow_options(again)
+    config_file_options(again)
 
     dead = commands.add_parser(
         "dead-letters",
@@ -271,10 +291,21 @@ def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
             print(f"{PROG}: {error}", file=stderr)
             return None
     token = os.environ.get(TOKEN_ENV, "")
-    if not token.strip():
+    if token.strip():
+        return KeySource("environment", TOKEN_ENV, token.strip())
+    token_env = getattr(args, "token_env", None)
+    if token_env is None:
         print(f"{PROG}: no API key: set {TOKEN_ENV} or pass --token", file=stderr)
         return None
-    return KeySource("environment", TOKEN_ENV, token.strip())
+    token = os.environ.get(token_env, "")
+    if not token.strip():
+        print(
+            f"{PROG}: no API key: ${token_env} is not set (the destination's token_env in "
+            f"the configuration file); or set {TOKEN_ENV} or pass --token",
+            file=stderr,
+        )
+        return None
+    return KeySource("environment", token_env, token.strip())
 
 
 def _token(args: argparse.Namespace, stderr: IO[str]) -> str | None:
@@ -288,23 +319,41 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
     ``deliver`` carries ``--queue``, ``--base-url``, ``--token-file`` and the mapping options
     when they are not the defaults; ``dead-letters list`` carries ``--queue``.
     """
-    queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", str(args.queue)]
-    target = [] if args.base_url == DEFAULT_BASE_URL else ["--base-url", args.base_url]
+    in_use = getattr(args, "config_in_use", None)
+    # With a configuration file, the file says the rest: only the flags given are carried.
+    given: set[str] | None = None if in_use is None else in_use[2]
+
+    def differs(dest: str, default: object) -> bool:
+        return getattr(args, dest) != default if given is None else dest in given
+
+    queue = ["--queue", str(args.queue)] if differs("queue", Path(DEFAULT_QUEUE)) else []
+    own_queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", str(args.queue)]
+    target = ["--base-url", args.base_url] if differs("base_url", DEFAULT_BASE_URL) else []
     if args.token_file is not None and not args.token:
         target += ["--token-file", str(args.token_file)]
     defaults = Config()
     mapping = []
-    if config.unnamed_track != defaults.unnamed_track:
+    if differs("unnamed_track", defaults.unnamed_track):
         mapping += ["--unnamed-track", config.unnamed_track]
-    if config.stale_events != defaults.stale_events:
+    if differs("stale_events", defaults.stale_events):
         mapping += ["--stale-events", config.stale_events]
-    if config.strict_property_keys:
+    if config.strict_property_keys and differs("strict_property_keys", False):  # noqa: FBT003
         mapping.append("--strict-property-keys")
-    if config.default_region != defaults.default_region:
+    if differs("default_region", defaults.default_region):
         mapping += ["--default-region", config.default_region]
+    chosen: list[str] = []
+    if in_use is not None:
+        path, destination, _ = in_use
+        chosen = ["--config", str(path)]
+        if args.destination or destination is not None:
+            chosen += ["--destination", args.destination or destination]
+    token_env = getattr(args, "token_env", None)
+    key = FollowUp.key if token_env is None else f"${token_env}, named by the configuration file"
     return FollowUp(
-        deliver=shlex.join([PROG, "deliver", *queue, *target, *mapping]),
-        dead_letters=shlex.join([PROG, "dead-letters", "list", *queue]),
+        key=key,
+        deliver=shlex.join([PROG, "deliver", *chosen, *queue, *target, *mapping]),
+        # dead-letters does not read the configuration file: it is told where the queue is.
+        dead_letters=shlex.join([PROG, "dead-letters", "list", *own_queue]),
     )
 
 

@@ -18,14 +18,18 @@ from typing import IO
 
 import orjson
 
+from attentive_router._cli.config import ConfigError
+from attentive_router._cli.config_command import add_config_parser, run_config
 from attentive_router._cli.delivery import (
     add_parsers,
+    config_file_options,
     run_check,
     run_dead_letters,
     run_delivery,
 )
 from attentive_router._cli.events import add_events_parser, run_events
 from attentive_router._cli.numbers import port
+from attentive_router._cli.resolve import Resolution, permission_warning, resolve
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.streams import guarded, silence
 from attentive_router._cli.summary import Tally
@@ -211,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress line on stderr (default: auto, when stderr is a terminal)",
     )
     _config_options(transform)
+    config_file_options(transform)
     _add_sandbox_parser(commands)
     add_parsers(commands, _config_options)
     add_events_parser(commands)
     add_serve_parser(commands, _config_options)
+    add_config_parser(commands, _config_options)
     commands.add_parser(
         "demo",
         help="send the bundled sample events to a local sandbox and show what arrived",
@@ -228,24 +234,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return Config(
-        unnamed_track=args.unnamed_track,
-        stale_events=args.stale_events,
-        strict_property_keys=args.strict_property_keys,
-        default_region=args.default_region.upper(),
-    )
+def given_options(argv: Sequence[str] | None) -> set[str]:
+    """The destinations (``dest``) of the options the command line gives, defaults aside."""
+    parser = build_parser()
+    _suppress_defaults(parser)
+    return set(vars(parser.parse_args(argv)))
+
+
+def _suppress_defaults(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:  # noqa: SLF001 - argparse offers no public walk
+        action.default = argparse.SUPPRESS
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                _suppress_defaults(sub)
+
+
+def _resolved(
+    args: argparse.Namespace, given: set[str], stderr: IO[str]
+) -> tuple[Resolution, Config] | None:
+    """The options resolved (environment, configuration file) and the transform options.
+
+    None, after saying why, when they cannot be used.
+    """
+    try:
+        resolution = resolve(args, given)
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return None
+    if resolution.problems:
+        for problem in resolution.problems:
+            print(f"{PROG}: {problem}", file=stderr)
+        return None
+    try:
+        return resolution, resolution.transform_config()
+    except ValueError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return None
 
 
 def transform(
-    args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[str]
+    args: argparse.Namespace,
+    stdin: IO[bytes],
+    stdout: IO[bytes],
+    stderr: IO[str],
+    given: set[str] | None = None,
 ) -> int:
     """Run ``transform``; return the exit status."""
-    try:
-        config = _config(args)
-    except ValueError as error:
-        print(f"{PROG}: {error}", file=stderr)
+    resolved = _resolved(args, set() if given is None else given, stderr)
+    if resolved is None:
         return 2
+    _, config = resolved
     ctx = Context(args.received_at or datetime.now(UTC), config)
     try:
         source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115 - closed below
@@ -331,22 +369,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in {"transform", "send", "deliver", "serve", "config"}:
+        given = given_options(argv)
     if args.command == "transform":
-        return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr)
+        return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, given)
+    if args.command == "config":
+        return run_config(args, given, sys.stdout, sys.stderr)
     if args.command in {"send", "deliver"}:
-        try:
-            config = _config(args)
-        except ValueError as error:
-            print(f"{PROG}: {error}", file=sys.stderr)
+        resolved = _resolved(args, given, sys.stderr)
+        if resolved is None:
             return 2
-        return run_delivery(args, config, sys.stdin.buffer, guarded(sys.stderr))
+        return run_delivery(args, resolved[1], sys.stdin.buffer, guarded(sys.stderr))
     if args.command == "serve":
-        try:
-            config = _config(args)
-        except ValueError as error:
-            print(f"{PROG}: {error}", file=sys.stderr)
+        resolved = _resolved(args, given, sys.stderr)
+        if resolved is None:
             return 2
-        return run_serve_command(args, config, guarded(sys.stdout), guarded(sys.stderr))
+        loaded = resolved[0].config
+        warning = None if loaded is None else permission_warning(loaded.path)
+        if warning:
+            print(f"{PROG}: {warning}", file=sys.stderr)
+        return run_serve_command(args, resolved[1], guarded(sys.stdout), guarded(sys.stderr))
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
     if args.command == "events":

@@ -18,6 +18,7 @@ from attentive_router._cli.delivery import (
     _queue_option,
     _settings,
     _target_options,
+    config_file_options,
 )
 from attentive_router._cli.numbers import non_negative, port, positive
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
@@ -79,6 +80,11 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_serve_options(serve, config_options)
+
+
+def add_serve_options(serve: argparse.ArgumentParser, config_options: ConfigOptions) -> None:
+    """The options of ``serve`` (``config check`` takes them too)."""
     group = serve.add_argument_group("ingest")
     group.add_argument(
         "--host",
@@ -192,6 +198,7 @@ def add_serve_parser(commands: Any, config_options: ConfigOptions) -> None:
     _target_options(serve)
     _delivery_options(serve, progress=False)
     config_options(serve)
+    config_file_options(serve)
 
 
 def _split(values: list[str], env: str) -> list[str]:

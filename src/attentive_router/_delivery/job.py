@@ -67,10 +67,12 @@ class FollowUp:
     Attributes:
         deliver: The command that sends what is left (with the queue, the URL, ...).
         dead_letters: The command that lists the dead letters of the same queue.
+        key: Where the API key is set, for the message of a refused key.
     """
 
     deliver: str = "attentive-router deliver"
     dead_letters: str = "attentive-router dead-letters list"
+    key: str = "ATTENTIVE_API_TOKEN, --token or --token-file"
 
 
 @define
@@ -129,10 +131,7 @@ class Run:
         if dead:
             lines.append(f"{dead:,} dead letter(s) in the queue: `{follow.dead_letters}`")
         if self.paused is not None:
-            remedy = (
-                "Fix the key (ATTENTIVE_API_TOKEN, --token or --token-file), "
-                f"then run `{follow.deliver}`"
-            )
+            remedy = f"Fix the key ({follow.key}), then run `{follow.deliver}`"
             lines.append(f"SENDING STOPPED: {self.paused.explain(remedy)}")
         elif self.interrupted:
             lines.append(f"interrupted: run `{follow.deliver}` to send the rest")

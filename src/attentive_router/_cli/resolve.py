@@ -1,0 +1,429 @@
+"""From the command line, the environment and the configuration file to one set of options.
+
+Each option a configuration file can set is taken from, in this order: its flag, when given;
+its environment variable, when it has one and it is set; the file; the default. ``resolve``
+writes the result into the parsed arguments (so that the commands read ``args`` as they always
+have) and notes where each value came from, which ``config check`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from attrs import evolve, field, frozen
+
+from attentive_router._cli.config import (
+    Destination,
+    LoadedConfig,
+    Source,
+    load,
+    transform_config,
+)
+from attentive_router._cli.delivery import CONFIG_ENV, QUEUE_ENV, TOKEN_ENV
+from attentive_router._cli.serve import CORS_ENV, WEBHOOK_SECRETS_ENV, WRITE_KEYS_ENV
+from attentive_router._transform.options import Config
+
+Section = Literal["destination", "serve"]
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@frozen
+class Option:
+    """An option both the command line and the file can set.
+
+    Attributes:
+        dest: Its name in the parsed arguments.
+        flag: Its flag.
+        section: Where the file holds it: a destination's table, or ``[serve]``.
+        key: Its key in that table.
+        env: The environment variable that sets it, if any, and how its text is read.
+    """
+
+    dest: str
+    flag: str
+    section: Section
+    key: str
+    env: str | None = None
+    from_env: Callable[[str], Any] = str
+
+
+DESTINATION_OPTIONS = (
+    Option("base_url", "--base-url", "destination", "base_url"),
+    Option("timeout", "--timeout", "destination", "timeout"),
+    Option("concurrency", "--concurrency", "destination", "concurrency"),
+    Option("rate", "--rate", "destination", "rate_limit"),
+    Option("identity_rate", "--identity-rate", "destination", "identity_rate_limit"),
+    Option("max_attempts", "--max-attempts", "destination", "max_attempts"),
+    Option("retry_window", "--retry-window", "destination", "retry_window"),
+    Option("unnamed_track", "--unnamed-track", "destination", "unnamed_track"),
+    Option("stale_events", "--stale-events", "destination", "stale_events"),
+    Option("strict_property_keys", "--strict-property-keys", "destination", "strict_property_keys"),
+    Option("default_region", "--default-region", "destination", "default_region"),
+)
+MAPPING_KEYS = ("unnamed_track", "stale_events", "strict_property_keys", "default_region")
+SERVE_OPTIONS = (
+    Option("host", "--host", "serve", "host"),
+    Option("port", "--port", "serve", "port"),
+    Option("cors_origin", "--cors-origin", "serve", "cors_origins", CORS_ENV, _split),
+    Option("public_url", "--public-url", "serve", "public_url"),
+    Option("trust_proxy", "--trust-proxy", "serve", "trust_proxy"),
+    Option("analytics_js", "--analytics-js", "serve", "analytics_js"),
+    Option("dedupe_window", "--dedupe-window", "serve", "dedupe_window"),
+    Option("lock_timeout", "--lock-timeout", "serve", "lock_timeout"),
+    Option("grace", "--grace", "serve", "grace"),
+    Option("key_retry_interval", "--key-retry-interval", "serve", "key_retry_interval"),
+    Option("log_level", "--log-level", "serve", "log_level"),
+    Option("log_format", "--log-format", "serve", "log_format"),
+)
+QUEUE_OPTION = Option("queue", "--queue", "destination", "queue", QUEUE_ENV, Path)
+MASK = "********"
+
+
+@frozen
+class Row:
+    """One resolved value as ``config check`` shows it: key, value (secrets masked), origin."""
+
+    key: str
+    value: object
+    origin: str
+
+
+@frozen
+class Resolution:
+    """What ``resolve`` decided.
+
+    Attributes:
+        config: The configuration file, if any.
+        destination: The destination the command works for, if the file has any.
+        mapping: The destination's mapping options, resolved (flags over the file).
+        rows: Every resolved value with its origin, for ``config check``.
+        problems: What stops the command (an unset variable, a destination to choose).
+    """
+
+    config: LoadedConfig | None
+    destination: str | None
+    mapping: Destination
+    rows: list[Row] = field(factory=list)
+    problems: list[str] = field(factory=list)
+
+    def transform_config(self) -> Config:
+        """The transform options of the destination."""
+        return transform_config(self.mapping)
+
+
+def config_path(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Path, str] | None:
+    """The configuration file named by ``--config`` or ``$ATTENTIVE_ROUTER_CONFIG``."""
+    if getattr(args, "config", None):
+        return Path(args.config), "flag --config"
+    if environ.get(CONFIG_ENV, "").strip():
+        return Path(environ[CONFIG_ENV].strip()), f"env ${CONFIG_ENV}"
+    return None
+
+
+def permission_warning(path: Path) -> str | None:
+    """A warning when users other than the owner may read or write the file."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    access = [word for word, bits in (("readable", 0o044), ("writable", 0o022)) if mode & bits] or [
+        "accessible"
+    ]
+    return (
+        f"warning: {path} is {' and '.join(access)} by other users (mode {mode:04o}): it names "
+        f"the variables that hold the API keys and where they are sent; chmod 600 {path}"
+    )
+
+
+def _pick(
+    args: argparse.Namespace,
+    given: set[str],
+    option: Option,
+    in_file: object,
+    environ: Mapping[str, str],
+) -> tuple[object, str]:
+    if option.dest in given:
+        return getattr(args, option.dest), f"flag {option.flag}"
+    if option.env and environ.get(option.env, "").strip():
+        return option.from_env(environ[option.env].strip()), f"env ${option.env}"
+    if in_file is not None:
+        return in_file, "file"
+    return getattr(args, option.dest), "default"
+
+
+def choose_destination(
+    args: argparse.Namespace, loaded: LoadedConfig | None, *, every: bool = False
+) -> tuple[list[str], list[str]]:
+    """(the destinations the command works for, problems).
+
+    ``--destination``, else the file's only one; ``every`` (``config check``) takes them all.
+    """
+    wanted = getattr(args, "destination", None)
+    if loaded is None:
+        if wanted:
+            return [], [
+                f"--destination {wanted}: no configuration file (--config FILE or ${CONFIG_ENV})"
+            ]
+        return [], []
+    names = sorted(loaded.file.destinations)
+    if wanted:
+        if wanted not in names:
+            known = ", ".join(names) or "none"
+            return [], [f"--destination {wanted}: {loaded.path} has no such destination ({known})"]
+        return [wanted], []
+    if len(names) <= 1 or every:
+        return names, []
+    if args.command == "serve":
+        return [], [serve_several(loaded.path, names)]
+    choose = f"{loaded.path} has {len(names)} destinations ({', '.join(names)}): choose one"
+    return [], [f"{choose} with --destination NAME"]
+
+
+def serve_several(path: Path, names: list[str]) -> str:
+    """Why one ``serve`` cannot take a file with several destinations, and what to do."""
+    runs = "; ".join(
+        f"attentive-router serve --config {path} --destination {name} --port PORT" for name in names
+    )
+    return (
+        f"{path} has {len(names)} destinations ({', '.join(names)}): one serve process cannot "
+        "yet send each source's events to its own Attentive account. Run one serve per "
+        "destination, each on its own port; --destination NAME accepts only the write keys of "
+        f"the sources routed to NAME and delivers with NAME's key and queue: {runs}"
+    )
+
+
+def _destination_rows(
+    args: argparse.Namespace,
+    given: set[str],
+    loaded: LoadedConfig | None,
+    name: str | None,
+    environ: Mapping[str, str],
+) -> tuple[Destination, dict[str, object], list[Row], list[str]]:
+    """A destination's options resolved: (mapping options, values by dest, rows, problems)."""
+    destination = (
+        Destination() if loaded is None or name is None else loaded.file.destinations[name]
+    )
+    where = "destination" if name is None else f"destinations.{name}"
+    values: dict[str, object] = {}
+    rows: list[Row] = []
+    problems: list[str] = []
+    if hasattr(args, "queue"):
+        in_file = None if loaded is None or name is None else loaded.destination_queue(name)
+        if in_file is None and loaded is not None:
+            in_file = loaded.file.queue.path
+        value, origin = _pick(args, given, QUEUE_OPTION, in_file, environ)
+        values["queue"] = value
+        rows.append(Row(f"{where}.queue", str(value), origin))
+    if hasattr(args, "token"):
+        needed = problems if not getattr(args, "no_deliver", False) else []
+        rows.append(_token_row(args, given, destination, where, environ, needed))
+    mapping: dict[str, object] = {}
+    for option in DESTINATION_OPTIONS:
+        if not hasattr(args, option.dest):
+            continue
+        value, origin = _pick(args, given, option, getattr(destination, option.key), environ)
+        if option.dest == "default_region" and isinstance(value, str):
+            value = value.upper()
+        values[option.dest] = value
+        rows.append(Row(f"{where}.{option.key}", value, origin))
+        if option.key in MAPPING_KEYS:
+            mapping[option.key] = value
+    unset = Destination()
+    for key in ("aliases", "builtin_aliases", "filter", "consent"):
+        value = getattr(destination, key)
+        origin = "default" if value == getattr(unset, key) else "file"
+        if key == "builtin_aliases" and value is None:
+            value = True
+        rows.append(Row(f"{where}.{key}", value, origin))
+    resolved = evolve(destination, **mapping)  # type: ignore[arg-type] # values checked above
+    return resolved, values, rows, problems
+
+
+def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
+    args: argparse.Namespace,
+    given: set[str],
+    destination: Destination,
+    where: str,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> Row:
+    key = f"{where}.token"
+    if "token" in given and args.token and args.token.strip():
+        return Row(key, MASK, "flag --token")
+    if "token_file" in given and args.token_file is not None:
+        return Row(key, MASK, f"file {args.token_file} (flag --token-file)")
+    if environ.get(TOKEN_ENV, "").strip():
+        return Row(key, MASK, f"env ${TOKEN_ENV}")
+    if destination.token_env is not None:
+        if environ.get(destination.token_env, "").strip():
+            return Row(key, MASK, f"env ${destination.token_env}")
+        problems.append(
+            f"{where}.token_env: ${destination.token_env} is not set: export it with the "
+            "destination's Attentive API key"
+        )
+        return Row(key, "(not set)", f"env ${destination.token_env}")
+    return Row(key, "(none)", f"none: set token_env, ${TOKEN_ENV} or --token")
+
+
+def _serve_rows(
+    args: argparse.Namespace,
+    given: set[str],
+    loaded: LoadedConfig | None,
+    environ: Mapping[str, str],
+) -> tuple[dict[str, object], list[Row]]:
+    values: dict[str, object] = {}
+    rows: list[Row] = []
+    section = None if loaded is None else loaded.file.serve
+    for option in SERVE_OPTIONS:
+        if not hasattr(args, option.dest):
+            continue
+        in_file = None if section is None else getattr(section, option.key)
+        if option.dest == "cors_origin" and in_file is not None:
+            in_file = list(in_file)
+        value, origin = _pick(args, given, option, in_file, environ)
+        values[option.dest] = value
+        rows.append(Row(f"serve.{option.key}", value, origin))
+    return values, rows
+
+
+def _sources(
+    loaded: LoadedConfig, destinations: list[str], environ: Mapping[str, str]
+) -> Iterator[tuple[str, Source, str | None, str]]:
+    """(name, source, key or None when its variable is unset, origin) of ``destinations``."""
+    for name, source in sorted(loaded.file.sources.items()):
+        if source.destination not in destinations:
+            continue
+        if source.write_key is not None:
+            yield name, source, source.write_key, "file"
+        else:
+            env = str(source.write_key_env)
+            yield name, source, environ.get(env, "").strip() or None, f"env ${env}"
+
+
+def _ingest_rows(  # noqa: PLR0913, PLR0917 - the pieces of one decision
+    args: argparse.Namespace,
+    given: set[str],
+    loaded: LoadedConfig | None,
+    destinations: list[str],
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> tuple[list[str] | None, list[str] | None, list[Row]]:
+    """(write keys, webhook secrets, rows): None where the flags or the environment decide."""
+    rows: list[Row] = []
+    keys: list[str] | None = None
+    if "write_key" in given:
+        rows.append(Row("sources", f"{len(args.write_key)} write key(s)", "flag --write-key"))
+    elif environ.get(WRITE_KEYS_ENV, "").strip():
+        rows.append(Row("sources", "write keys", f"env ${WRITE_KEYS_ENV}"))
+    elif loaded is not None:
+        keys = []
+        for name, source, key, origin in _sources(loaded, destinations, environ):
+            if key is None:
+                problems.append(f"sources.{name}.write_key_env: {origin[4:]} is not set")
+            else:
+                keys.append(f"{name}={key}")
+            shown = {
+                "write_key": key if source.write_key is not None else MASK if key else "(not set)",
+                "destination": source.destination,
+            }
+            rows.append(Row(f"sources.{name}", shown, origin))
+    secrets: list[str] | None = None
+    if "webhook_secret" in given:
+        rows.append(Row("serve.webhook_secret_env", MASK, "flag --webhook-secret"))
+    elif environ.get(WEBHOOK_SECRETS_ENV, "").strip():
+        rows.append(Row("serve.webhook_secret_env", MASK, f"env ${WEBHOOK_SECRETS_ENV}"))
+    elif loaded is not None:
+        secrets = []
+        selected = {name for name, *_ in _sources(loaded, destinations, environ)}
+        for name, env in sorted(loaded.file.serve.webhook_secret_env.items()):
+            if name not in selected:
+                continue
+            secret = environ.get(env, "").strip()
+            if not secret:
+                problems.append(f"serve.webhook_secret_env.{name}: ${env} is not set")
+            else:
+                secrets.append(f"{name}={secret}")
+            rows.append(
+                Row(
+                    f"serve.webhook_secret_env.{name}",
+                    MASK if secret else "(not set)",
+                    f"env ${env}",
+                )
+            )
+    return keys, secrets, rows
+
+
+def load_config(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[LoadedConfig | None, str | None]:
+    """The configuration file named by the arguments or the environment, and how.
+
+    ``ConfigError`` when it cannot be read or is wrong.
+    """
+    named = config_path(args, environ)
+    if named is None:
+        return None, None
+    path, origin = named
+    return load(path), origin
+
+
+def resolve(
+    args: argparse.Namespace,
+    given: set[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    every: bool = False,
+) -> Resolution:
+    """Resolve ``args`` against the environment and the configuration file.
+
+    The values are written into ``args``; the result says what was decided and where each
+    value came from. ``ConfigError`` for a file that cannot be used.
+    """
+    environ = os.environ if environ is None else environ
+    loaded, _ = load_config(args, environ)
+    chosen, problems = choose_destination(args, loaded, every=every)
+    found: list[str] = []
+    rows: list[Row] = []
+    mapping = Destination()
+    first = True
+    original = argparse.Namespace(**vars(args))  # the defaults, for every destination
+    for name in chosen or [None]:  # type: ignore[list-item] # None: no destination in a file
+        resolved, values, more, trouble = _destination_rows(original, given, loaded, name, environ)
+        rows += more
+        found += trouble
+        if first:
+            mapping = resolved
+            for dest, value in values.items():
+                setattr(args, dest, value)
+            first = False
+    if chosen and loaded is not None and not every:
+        destination = loaded.file.destinations[chosen[0]]
+        if not {"token", "token_file"} & given and not environ.get(TOKEN_ENV, "").strip():
+            args.token_env = destination.token_env
+    destination_rows, rows = rows, []
+    if hasattr(args, "write_key"):
+        values, more = _serve_rows(args, given, loaded, environ)
+        rows += more
+        for dest, value in values.items():
+            setattr(args, dest, value)
+        keys, secrets, more = _ingest_rows(args, given, loaded, chosen, environ, found)
+        rows += more
+        if keys is not None:
+            args.write_key = keys
+        if secrets is not None:
+            args.webhook_secret = secrets
+    rows += destination_rows
+    if loaded is not None:
+        problems += [f"{loaded.path}: {problem}" for problem in found]
+        args.config_in_use = (loaded.path, chosen[0] if len(chosen) == 1 else None, given)
+    return Resolution(loaded, chosen[0] if len(chosen) == 1 else None, mapping, rows, problems)
