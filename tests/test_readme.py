@@ -34,6 +34,11 @@ from attentive_router._queue.sqlite import SQLiteQueue
 from attentive_router._sandbox.process import SandboxProcess
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
+    sys.path.insert(0, str(ROOT))
+
+from tests.browser_harness import free_port  # noqa: E402
+
 README = ROOT / "README.md"
 SAMPLES = ROOT / "src" / "attentive_router" / "_cli" / "samples" / "sample-events.ndjson"
 BIN = Path(sys.executable).parent
@@ -204,15 +209,6 @@ def run_shell(
         expected = next((n for part, n in (failing or {}).items() if part in written), 0)
         assert int(status) == expected, f"{command!r} exited {status}, not {expected}\n{explain}"
     return result
-
-
-def free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import orjson
 
-from attentive_router._cli.delivery import PROG, _queue_option
+from attentive_router._cli.delivery import PROG, _missing_queue, _queue_option
 from attentive_router._cli.numbers import at_least_one
 from attentive_router._queue.interface import QueueError, Record, State
 from attentive_router._queue.sqlite import SQLiteQueue
@@ -162,8 +162,7 @@ def event_json(record: Record) -> dict[str, Any]:
 
 def run_events(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``events list``."""
-    if not args.queue.exists():
-        print(f"{PROG}: no queue at {args.queue}", file=stderr)
+    if _missing_queue(args.queue, stderr):
         return 2
     try:
         queue = SQLiteQueue(args.queue)

@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from attentive_router._delivery.follow import PRUNE_EVERY, REPORT_CHECK, RESTART_AFTER
 from attentive_router._delivery.health import Health, Report
 from attentive_router._delivery.job import QueueBusyError, delivery_lock
 from attentive_router._delivery.keys import PROBE_PATH, KeySource, KeySourceError, probe_key
@@ -93,7 +94,6 @@ WEBHOOK_METHODS = ("POST", "PUT", "PATCH")
 """Segment's Webhooks (Actions) may be set to send with any of these."""
 _ACCEPTED_TYPES = ("application/json", "text/plain")
 _SHOWN_REJECTIONS = 5
-PRUNE_EVERY = 3600.0
 SWITCH_INTERVAL = 0.0001
 """Seconds a thread may hold the GIL while another waits (Python's default is 0.005).
 
@@ -102,10 +102,6 @@ event loop's thread, which parses request bodies; with the default, each hand-ov
 cost up to 5 ms of a request's time."""
 CHECKPOINT_EVERY = 0.5
 """Seconds between WAL checkpoints, done off the request path."""
-RESTART_AFTER = 5.0
-"""Seconds before delivery starts again after the queue failed under it."""
-REPORT_CHECK = 1.0
-"""Seconds between two looks for delivery problems to log."""
 
 
 class ServeConfigError(ValueError):
