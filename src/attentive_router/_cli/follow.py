@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from attrs import evolve
 
 from attentive_router._cli.numbers import non_negative, positive
-from attentive_router._delivery.follow import follow
-from attentive_router._delivery.job import FollowUp
-from attentive_router._delivery.sender import SenderSettings
-from attentive_router._queue.sqlite import SQLiteQueue
+
+if TYPE_CHECKING:
+    from attentive_router._delivery.job import FollowUp
+    from attentive_router._delivery.sender import SenderSettings
+    from attentive_router._queue.sqlite import SQLiteQueue
 
 PROG = "attentive-router"
 DEFAULT_POLL_INTERVAL = 0.5
@@ -86,6 +86,10 @@ def run_follow(
     hints: FollowUp,
 ) -> int:
     """Deliver until SIGTERM or SIGINT (exit 0), or a refused key (exit 3)."""
+    import asyncio  # noqa: PLC0415
+
+    from attentive_router._delivery.follow import follow  # noqa: PLC0415
+
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     poll = DEFAULT_POLL_INTERVAL if args.poll_interval is None else args.poll_interval
     run = asyncio.run(

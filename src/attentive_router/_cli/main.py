@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
@@ -34,12 +34,28 @@ from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.streams import guarded, silence
 from attentive_router._cli.summary import Tally
 from attentive_router._delivery.progress import Progress, progress_wanted
-from attentive_router._transform.expressions import parse_timestamp
-from attentive_router._transform.json_form import to_record
-from attentive_router._transform.models import JSONObject
 from attentive_router._transform.options import Config, Context
 from attentive_router._transform.reader import Item, read_events
-from attentive_router._transform.router import route
+
+if TYPE_CHECKING:
+    from attentive_router._transform.json_form import to_record
+    from attentive_router._transform.models import JSONObject
+    from attentive_router._transform.router import route
+else:
+    # The mappings and the JSON converter load with the first event: the other commands,
+    # --help and `transform` of an empty input never need them. Each stand-in puts the real
+    # functions in its place, so that later events call them directly.
+
+    def route(event: object, ctx: Context) -> object:
+        """Load the transform, then route ``event``."""
+        _load_transform()
+        return route(event, ctx)
+
+    def to_record(outcome: object, event: object) -> object:
+        """Load the transform, then make the record of ``outcome``."""
+        _load_transform()
+        return to_record(outcome, event)
+
 
 PROG = "attentive-router"
 
@@ -65,6 +81,8 @@ exit status:
 
 
 def _timestamp(value: str) -> datetime:
+    from attentive_router._transform.expressions import parse_timestamp  # noqa: PLC0415
+
     moment = parse_timestamp(value)
     if moment is None:
         msg = f"{value!r} is not an ISO 8601 timestamp"
@@ -327,6 +345,14 @@ def transform(
     if args.summary:
         print(tally.render(time.monotonic() - started), file=stderr)
     return 0
+
+
+def _load_transform() -> None:
+    """Put the real ``route`` and ``to_record``, which ``_record`` calls, in this module."""
+    from attentive_router._transform.json_form import to_record  # noqa: PLC0415
+    from attentive_router._transform.router import route  # noqa: PLC0415
+
+    globals().update(route=route, to_record=to_record)
 
 
 def _record(item: Item, ctx: Context, tally: Tally) -> JSONObject:
