@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -540,6 +539,8 @@ def load(path: Path) -> LoadedConfig:
         raise ConfigError(path, [f"cannot be read: {error.strerror or error}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, ["cannot be read: not UTF-8 text"]) from None
+    import tomllib  # noqa: PLC0415
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

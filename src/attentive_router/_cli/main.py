@@ -18,7 +18,6 @@ from typing import IO, TYPE_CHECKING
 
 import orjson
 
-from attentive_router._cli.config import ConfigError
 from attentive_router._cli.config_command import add_config_parser, run_config
 from attentive_router._cli.delivery import (
     add_parsers,
@@ -29,7 +28,6 @@ from attentive_router._cli.delivery import (
 )
 from attentive_router._cli.events import add_events_parser, run_events
 from attentive_router._cli.numbers import port
-from attentive_router._cli.resolve import Resolution, permission_warning, resolve
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.streams import guarded, silence
 from attentive_router._cli.summary import Tally
@@ -38,6 +36,7 @@ from attentive_router._transform.options import Config, Context
 from attentive_router._transform.reader import Item, read_events
 
 if TYPE_CHECKING:
+    from attentive_router._cli.resolve import Resolution
     from attentive_router._transform.json_form import to_record
     from attentive_router._transform.models import JSONObject
     from attentive_router._transform.router import route
@@ -274,6 +273,10 @@ def _resolved(
 
     None, after saying why, when they cannot be used.
     """
+    # The configuration file's classes load for the commands that resolve options, not --help.
+    from attentive_router._cli.config import ConfigError  # noqa: PLC0415
+    from attentive_router._cli.resolve import resolve  # noqa: PLC0415
+
     try:
         resolution = resolve(args, given)
     except ConfigError as error:
@@ -411,6 +414,8 @@ def _run(argv: Sequence[str] | None) -> int:
         if resolved is None:
             return 2
         loaded = resolved[0].config
+        from attentive_router._cli.resolve import permission_warning  # noqa: PLC0415
+
         warning = None if loaded is None else permission_warning(loaded.path)
         if warning:
             print(f"{PROG}: {warning}", file=sys.stderr)
