@@ -158,14 +158,16 @@ def run_config(
     warning = permission_warning(loaded.path)
     if warning:
         print(f"{PROG}: {warning}", file=stderr)
+    for warning in resolution.warnings:
+        print(f"{PROG}: {warning}", file=stderr)
     origin = "flag --config" if "config" in given else f"env ${CONFIG_ENV}"
     print(f"# {loaded.path} ({origin})", file=stdout)
     _print_rows(resolution.rows, stdout)
     destinations = sorted(loaded.file.destinations)
     if len(destinations) > 1 and not args.destination:
         print(
-            f"# serve: {len(destinations)} destinations: run one serve per destination, "
-            "with --destination NAME",
+            f"# serve and deliver: {len(destinations)} destinations, each delivered by its own "
+            "sender from its own queue with its own key (--destination NAME: only that one)",
             file=stdout,
         )
     if resolution.problems:

@@ -281,7 +281,10 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
 
 
 def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
-    """The API key and where it came from: --token, else --token-file, else $TOKEN_ENV."""
+    """The API key and where it came from.
+
+    --token, else --token-file, else the destination's token_env, else $TOKEN_ENV.
+    """
     if args.token and args.token.strip():
         return KeySource("option", "--token", args.token.strip())
     if args.token_file is not None:
@@ -290,18 +293,20 @@ def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
         except KeySourceError as error:
             print(f"{PROG}: {error}", file=stderr)
             return None
-    token = os.environ.get(TOKEN_ENV, "")
-    if token.strip():
-        return KeySource("environment", TOKEN_ENV, token.strip())
     token_env = getattr(args, "token_env", None)
     if token_env is None:
+        # Only without a destination's own token_env: one global key must not send an
+        # account's events with another account's key.
+        token = os.environ.get(TOKEN_ENV, "")
+        if token.strip():
+            return KeySource("environment", TOKEN_ENV, token.strip())
         print(f"{PROG}: no API key: set {TOKEN_ENV} or pass --token", file=stderr)
         return None
     token = os.environ.get(token_env, "")
     if not token.strip():
         print(
             f"{PROG}: no API key: ${token_env} is not set (the destination's token_env in "
-            f"the configuration file); or set {TOKEN_ENV} or pass --token",
+            "the configuration file); export it or pass --token",
             file=stderr,
         )
         return None

@@ -261,6 +261,8 @@ def _resolved(
     except ConfigError as error:
         print(f"{PROG}: {error}", file=stderr)
         return None
+    for warning in resolution.warnings:
+        print(f"{PROG}: {warning}", file=stderr)
     if resolution.problems:
         for problem in resolution.problems:
             print(f"{PROG}: {problem}", file=stderr)
