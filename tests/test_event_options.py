@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from attentive_router import Config, Context, Mapped, Outcome, Skipped, body_schema, route, to_json
 from attentive_router._transform.options import SEGMENT_V1_ALIASES, EventFilter
 from attentive_router._transform.router import DEFAULT_DISPATCH, mapped_event_names
-from attentive_router._transform.values import shown
+from attentive_router._transform.source import shown
 
 RECEIVED_AT = datetime(2026, 1, 8, 14, 0, tzinfo=UTC)
 PRODUCT = {"product_id": "sku-1", "name": "Tee", "price": 19.5, "quantity": 1}

@@ -165,8 +165,11 @@ def shell_script(text: str, ports: Mapping[str, int], sandbox: str) -> tuple[str
         '(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; '
         'echo "nothing listens on $1" >&2; cat server-$1.log >&2; return 1; }\n'
         # What the test adds after a block: wait until serve's queue has nothing left to send.
-        "settled() { for _ in $(seq 200); do curl -s 127.0.0.1:$1/metrics "
-        "| grep -q '^attentive_router_queue_depth 0' && return 0; sleep 0.05; done; return 1; }"
+        # Every destination's queue_depth sample is 0.
+        "settled() { for _ in $(seq 200); do m=$(curl -s 127.0.0.1:$1/metrics); "
+        "echo \"$m\" | grep -q '^attentive_router_queue_depth{' && "
+        "! echo \"$m\" | grep -q '^attentive_router_queue_depth{[^}]*} [1-9]' && return 0; "
+        "sleep 0.05; done; return 1; }"
     )
     return prelude + "\n" + "\n".join(lines) + "\n", commands
 

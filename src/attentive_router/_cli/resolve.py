@@ -204,6 +204,12 @@ def one_key_for_all(args: argparse.Namespace, given: set[str], names: list[str])
         for dest, flag in (("token", "--token"), ("token_file", "--token-file"))
         if dest in given and getattr(args, dest, None)
     ]
+    if len(names) > 1 and "queue" in given:
+        return (
+            f"--queue with {len(names)} destinations ({', '.join(names)}) would put every "
+            "account's events in one queue: each destination keeps its own (its queue in the "
+            "file), or choose one with --destination NAME"
+        )
     if len(names) <= 1 or not flags:
         return None
     return (
