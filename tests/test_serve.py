@@ -824,8 +824,8 @@ def test_metrics_count_requests_events_rejections_and_the_queue(
         )
         == 1
     )
-    assert delta("queue_events", state="queued") == 3
-    assert delta("queue_events", state="rejected") == 1
+    assert delta("queue_events", state="queued", destination="default") == 3
+    assert delta("queue_events", state="rejected", destination="default") == 1
     assert delta("queue_depth", destination="default") == 3
     assert metric(after, "dead_letters", destination="default") == 0
     assert metric(after, "queue_up", destination="default") == 1
