@@ -114,12 +114,15 @@ faults (JSON object; every key optional, all off by default):
   status_for_all                     answer every request with this status, e.g. 401 or 503
   seed                               seed of the random draws, for reproducible runs
 
-admin API (no token): GET /_sandbox/requests[.ndjson][?path=...], GET /_sandbox/stats,
+admin API (no token): GET /_sandbox/requests[.ndjson][?path=...][&token=...] (each request
+  with the token it carried and when it arrived), GET /_sandbox/stats (answers by path and
+  status, and by token and status),
   GET|PUT /_sandbox/faults, POST /_sandbox/reset
 
 examples:
   attentive-router sandbox
   attentive-router sandbox --port 0 --token my-token --record requests.ndjson
+  attentive-router sandbox --token brand-a-key --token brand-b-key --rate-limit /v1/events/custom=5
   attentive-router sandbox --faults '{"error_rate": 0.1, "latency_ms": 50, "seed": 1}'
   attentive-router sandbox --faults @faults.json --rate-limit /v1/events/custom=5
   curl -X PUT localhost:8788/_sandbox/faults -d '{"status_for_all": 503}'
@@ -152,7 +155,10 @@ def _add_sandbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     sandbox.add_argument(
         "--token",
-        help="bearer token to accept (default: $ATTENTIVE_SANDBOX_TOKEN, else sandbox-token)",
+        action="append",
+        default=[],
+        help="bearer token to accept (default: $ATTENTIVE_SANDBOX_TOKEN, else sandbox-token); "
+        "repeatable: each token is an account with its own rate limits",
     )
     sandbox.add_argument("--faults", metavar="JSON|@FILE", help="faults to inject from the start")
     limits = sandbox.add_mutually_exclusive_group()
@@ -408,7 +414,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return run(
             host=args.host,
             port=args.port,
-            token=args.token,
+            tokens=args.token,
             faults=args.faults,
             rate_limits=args.rate_limit,
             no_rate_limits=args.no_rate_limits,
