@@ -344,7 +344,7 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
     queue = ["--queue", str(args.queue)] if differs("queue", Path(DEFAULT_QUEUE)) else []
     own_queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", str(args.queue)]
     target = ["--base-url", args.base_url] if differs("base_url", DEFAULT_BASE_URL) else []
-    if args.token_file is not None and not args.token:
+    if args.token_file is not None and not args.token and (given is None or "token_file" in given):
         target += ["--token-file", str(args.token_file)]
     defaults = Config()
     mapping = []
@@ -363,7 +363,11 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
         if args.destination or destination is not None:
             chosen += ["--destination", args.destination or destination]
     token_env = getattr(args, "token_env", None)
-    key = FollowUp.key if token_env is None else f"${token_env}, named by the configuration file"
+    key = FollowUp.key
+    if token_env is not None:
+        key = f"${token_env}, named by the configuration file"
+    elif given is not None and "token_file" not in given and args.token_file is not None:
+        key = f"the file {args.token_file}, named by the configuration file"
     return FollowUp(
         key=key,
         deliver=shlex.join([PROG, "deliver", *chosen, *queue, *target, *mapping]),

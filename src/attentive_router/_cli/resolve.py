@@ -26,6 +26,7 @@ from attentive_router._cli.config import (
 )
 from attentive_router._cli.delivery import CONFIG_ENV, QUEUE_ENV, TOKEN_ENV
 from attentive_router._cli.serve import CORS_ENV, WEBHOOK_SECRETS_ENV, WRITE_KEYS_ENV
+from attentive_router._delivery.keys import KeySource, KeySourceError
 from attentive_router._transform.options import Config
 
 Section = Literal["destination", "serve"]
@@ -214,8 +215,8 @@ def one_key_for_all(args: argparse.Namespace, given: set[str], names: list[str])
         return None
     return (
         f"{' and '.join(flags)} with {len(names)} destinations ({', '.join(names)}) would send "
-        "every account's events with one API key: give each destination its own token_env in "
-        "the file, or choose one with --destination NAME"
+        "every account's events with one API key: give each destination its own token_env or "
+        "token_file in the file, or choose one with --destination NAME"
     )
 
 
@@ -225,17 +226,19 @@ def global_token_warning(
     """A warning when ``$ATTENTIVE_API_TOKEN`` is set but destinations name their own key."""
     if loaded is None or not environ.get(TOKEN_ENV, "").strip():
         return None
-    own = [
-        f"{name} (${loaded.file.destinations[name].token_env})"
-        for name in names
-        if loaded.file.destinations[name].token_env is not None
-    ]
+    own = []
+    for name in names:
+        destination = loaded.file.destinations[name]
+        if destination.token_env is not None:
+            own.append(f"{name} (${destination.token_env})")
+        elif destination.token_file is not None:
+            own.append(f"{name} ({destination.token_file})")
     if not own:
         return None
     return (
         f"warning: ${TOKEN_ENV} is set, but {', '.join(own)} name their own key with "
-        f"token_env: they send with that key, not ${TOKEN_ENV} (which serves only "
-        "destinations without token_env); unset it to silence this warning"
+        f"token_env or token_file: they send with that key, not ${TOKEN_ENV} (which serves "
+        "only destinations without either); unset it to silence this warning"
     )
 
 
@@ -299,8 +302,15 @@ def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
         return Row(key, MASK, "flag --token")
     if "token_file" in given and args.token_file is not None:
         return Row(key, MASK, f"file {args.token_file} (flag --token-file)")
-    # A destination's own token_env wins over $ATTENTIVE_API_TOKEN: one global key must not
-    # send an account's shoppers with another account's key.
+    # A destination's own token_env or token_file wins over $ATTENTIVE_API_TOKEN: one global
+    # key must not send an account's shoppers with another account's key.
+    if destination.token_file is not None:
+        try:
+            KeySource.from_file(destination.token_file)
+        except KeySourceError as error:
+            problems.append(f"{where}.token_file: {error}")
+            return Row(key, "(not readable)", f"file {destination.token_file} (token_file)")
+        return Row(key, MASK, f"file {destination.token_file} (token_file)")
     if destination.token_env is None and environ.get(TOKEN_ENV, "").strip():
         return Row(key, MASK, f"env ${TOKEN_ENV}")
     if destination.token_env is not None:
@@ -311,7 +321,7 @@ def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
             "destination's Attentive API key"
         )
         return Row(key, "(not set)", f"env ${destination.token_env}")
-    return Row(key, "(none)", f"none: set token_env, ${TOKEN_ENV} or --token")
+    return Row(key, "(none)", f"none: set token_env, token_file, ${TOKEN_ENV} or --token")
 
 
 def _serve_rows(
@@ -449,6 +459,8 @@ def resolve(
         destination = loaded.file.destinations[chosen[0]]
         if not {"token", "token_file"} & given:
             args.token_env = destination.token_env
+            if destination.token_file is not None:
+                args.token_file = destination.token_file
     destination_rows, rows = rows, []
     if hasattr(args, "write_key"):
         values, more = _serve_rows(args, given, loaded, environ)
