@@ -354,3 +354,64 @@ def test_a_destinations_token_file_is_checked(tmp_path: Path) -> None:
     wrong = cli("config", "check", str(config), env=env)
     assert wrong.returncode == 2
     assert "destinations.brand_a.token_file: expected a non-empty string, got 3" in wrong.stderr
+
+
+# --- events and dead letters name each event's destination ----------------------------------
+
+
+def test_events_and_dead_letters_show_each_events_destination(tmp_path: Path) -> None:
+    faults = {"scripts": {"a-1": [400], "b-1": [400]}}  # one dead letter per brand
+    with SandboxProcess(token=KEY_A, more_tokens=[KEY_B], faults=faults) as sandbox:
+        config = two_brands(tmp_path, sandbox.url)
+        queue_events(tmp_path / "brand-a.db", "brand_a", "a", 2)
+        queue_events(tmp_path / "brand-b.db", "brand_b", "b", 2)
+        env = {"BRAND_B_ATTENTIVE_KEY": KEY_B}
+        result = cli("deliver", "--config", str(config), "--progress", "never", env=env)
+        assert result.returncode == 1, result.stderr  # dead letters
+    names = "has 2 destinations (brand_a, brand_b): choose one with --destination NAME"
+    for command in (["events", "list"], ["dead-letters", "list"], ["dead-letters", "show", "1"]):
+        unchosen = cli(*command, "--config", str(config))
+        assert unchosen.returncode == 2, unchosen.stderr
+        assert names in unchosen.stderr
+        assert "or name the queue file with --queue PATH" in unchosen.stderr
+        assert unchosen.stdout == ""
+        by_env = cli(*command, env={"ATTENTIVE_ROUTER_CONFIG": str(config)})
+        assert by_env.returncode == 2
+        assert names in by_env.stderr
+    chosen = ("--config", str(config), "--destination", "brand_a")
+    events = cli("events", "list", *chosen, "--state", "delivered,dead_lettered")
+    assert events.returncode == 0, events.stderr
+    header, *rows = events.stdout.splitlines()
+    assert "DESTINATION" in header.split()
+    assert [row.split()[:2] + row.split()[3:4] for row in rows] == [
+        ["1", "delivered", "brand_a"],
+        ["2", "dead_lettered", "brand_a"],
+    ]
+    dead = cli("dead-letters", "list", "--config", str(config), "--destination", "brand_b")
+    assert dead.returncode == 0, dead.stderr
+    header, row = dead.stdout.splitlines()
+    assert "DESTINATION" in header.split()
+    assert "brand_b" in row.split()
+    assert row.split()[-1] == "b-1"
+    shown = cli("dead-letters", "show", "b-1", "--config", str(config), "--destination", "brand_b")
+    assert shown.returncode == 0, shown.stderr
+    assert orjson.loads(shown.stdout)["destination"] == "brand_b"
+    # --queue names the file: no destination needed, and each event still says its own
+    listed = cli(
+        "events",
+        "list",
+        "--queue",
+        str(tmp_path / "brand-a.db"),
+        "--json",
+        "--state",
+        "dead_lettered",
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [
+        (e["messageId"], e["destination"]) for e in map(orjson.loads, listed.stdout.splitlines())
+    ] == [("a-1", "brand_a")]
+    own = cli("dead-letters", "list", "--json", "--queue", str(tmp_path / "brand-b.db"))
+    assert [orjson.loads(line)["destination"] for line in own.stdout.splitlines()] == ["brand_b"]
+    wrong = cli("events", "list", "--config", str(config), "--destination", "brand_c")
+    assert wrong.returncode == 2
+    assert "has no such destination (brand_a, brand_b)" in wrong.stderr

@@ -279,6 +279,7 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     for parser in (listing, show, replay):
         _queue_option(parser)
+        config_file_options(parser)
 
     check = commands.add_parser(
         "check",
@@ -630,6 +631,7 @@ def _record_json(record: Record) -> dict[str, Any]:
         "id": record.id,
         "messageId": record.key,
         "source": record.source,
+        "destination": record.destination,
         "state": record.state.label,
         "reason": record.reason,
         "message": record.message,
@@ -763,15 +765,19 @@ def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr:
     if not records:
         print("no dead letters", file=stdout)
         return 0
+    # The destination column only for a queue that records destinations (a configuration file).
+    width = max((len(r.destination) for r in records if r.destination), default=0)
+    column = f"{'DESTINATION':<{max(width, 11)}}  " if width else ""
     print(
         f"{'ID':>8}  {'LAST ATTEMPT':<20}  {'STATUS':>6}  {'TRIES':>5}  {'REASON':<18}  "
-        "ENDPOINT / MESSAGE ID",
+        f"{column}ENDPOINT / MESSAGE ID",
         file=stdout,
     )
     for r in records:
+        where = f"{r.destination or '-':<{max(width, 11)}}  " if width else ""
         print(
             f"{r.id:>8}  {_when(r.last_attempt_at):<20}  {r.status or '-':>6}  {r.attempts:>5}  "
-            f"{r.reason or '-':<18}  {r.endpoint or '-'}  {r.key}",
+            f"{r.reason or '-':<18}  {where}{r.endpoint or '-'}  {r.key}",
             file=stdout,
         )
     return 0

@@ -240,6 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUEUE_READERS = frozenset({"events", "dead-letters"})
+"""Commands that read a queue: a destination of the configuration file says which."""
+
+
+def _queue_chosen(args: argparse.Namespace, given: set[str], stderr: IO[str]) -> bool:
+    """The queue of the destination chosen in the configuration file, unless --queue names one.
+
+    False, after saying why, when the file cannot be used or names no one destination.
+    """
+    if "queue" in given and "destination" not in given:
+        return True
+    return _resolved(args, given, stderr) is not None
+
+
 def given_options(argv: Sequence[str] | None) -> set[str]:
     """The destinations (``dest``) of the options the command line gives, defaults aside."""
     parser = build_parser()
@@ -377,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in {"transform", "send", "deliver", "serve", "config"}:
+    if args.command in {"transform", "send", "deliver", "serve", "config", *QUEUE_READERS}:
         given = given_options(argv)
     if args.command == "transform":
         return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, given)
@@ -397,6 +411,8 @@ def _run(argv: Sequence[str] | None) -> int:
         if warning:
             print(f"{PROG}: {warning}", file=sys.stderr)
         return run_serve_command(args, resolved[1], guarded(sys.stdout), guarded(sys.stderr))
+    if args.command in QUEUE_READERS and not _queue_chosen(args, given, sys.stderr):
+        return 2
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
     if args.command == "events":

@@ -191,6 +191,8 @@ def choose_destination(
         return names, []
     choose = f"{loaded.path} has {len(names)} destinations ({', '.join(names)}): choose one"
     why = " (a file of events is for one Attentive account)" if args.command == "send" else ""
+    if args.command in {"events", "dead-letters"}:
+        why = " (whose queue to read), or name the queue file with --queue PATH"
     return [], [f"{choose} with --destination NAME{why}"]
 
 
