@@ -120,6 +120,8 @@ def to_record(outcome: Outcome, event: Any) -> JSONObject:
     else:
         record["reason"] = outcome.reason
         record["message"] = outcome.message
+        if isinstance(outcome, Skipped) and outcome.warnings:
+            record["warnings"] = [{"code": w.code, "message": w.message} for w in outcome.warnings]
     return record
 
 
