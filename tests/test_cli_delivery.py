@@ -251,4 +251,5 @@ def test_demo_runs_the_whole_pipeline() -> None:
     # The same samples through `serve`, posted as one Segment batch.
     assert "POST /v1/batch (37 events): 200" in result.stdout
     assert "the server's queue: 32 delivered, 3 skipped, 2 rejected" in result.stdout
-    assert 'attentive_router_events_total{outcome="delivered",reason=""} 32.0' in result.stdout
+    delivered = 'attentive_router_events_total{destination="default",outcome="delivered",reason=""}'
+    assert f"{delivered} 32.0" in result.stdout

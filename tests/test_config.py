@@ -15,7 +15,9 @@ import re
 import stat
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from attentive_router._cli.config import (
 )
 from attentive_router._cli.config_command import EXAMPLE
 from attentive_router._cli.serve_process import ServeProcess
-from attentive_router._queue.interface import State
+from attentive_router._queue.interface import NewEvent, State
 from attentive_router._queue.sqlite import SQLiteQueue
 from attentive_router._sandbox.process import SandboxProcess
 
@@ -339,7 +341,8 @@ def test_flags_override_environment_variables_which_override_the_file(tmp_path: 
     assert origin_of(flag_too, cors) == ('["https://flag.example"]', "flag --cors-origin")
     token = "destinations.shop.token"
     assert origin_of(file_only, token)[1] == "env $SHOP_KEY"
-    assert origin_of(env_too, token)[1] == "env $ATTENTIVE_API_TOKEN"
+    # the destination names its own token_env: $ATTENTIVE_API_TOKEN does not override it
+    assert origin_of(env_too, token)[1] == "env $SHOP_KEY"
     assert origin_of(flag_too, token)[1] == "flag --token"
     assert origin_of(file_only, "destinations.shop.rate_limit") == ("40", "file")
     assert origin_of(flag_too, "destinations.shop.rate_limit") == ("7", "flag --rate")
@@ -555,14 +558,86 @@ def test_transform_uses_the_destinations_mapping_options(tmp_path: Path) -> None
     assert "--destination brand_a: no configuration file" in without.stderr
 
 
-def test_serve_with_several_destinations_says_to_run_one_per_destination(tmp_path: Path) -> None:
-    config = write(tmp_path / "deploy.toml", readme_block("# deploy.toml: two brands"))
-    result = cli("serve", "--config", str(config), "--port", "0", env=SECRETS)
-    assert result.returncode == 2
-    assert "has 2 destinations (brand_a, brand_b): one serve process cannot yet" in result.stderr
-    assert f"attentive-router serve --config {config} --destination brand_a" in result.stderr
-    assert f"attentive-router serve --config {config} --destination brand_b" in result.stderr
-    assert "listening" not in result.stderr + result.stdout
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def test_one_serve_delivers_each_brand_with_its_own_key_and_a_refused_key_pauses_only_its_brand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SandboxProcess(token=SECRETS["BRAND_B_ATTENTIVE_KEY"]) as sandbox:
+        config = two_accounts(tmp_path, sandbox)
+        for name, value in SECRETS.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("ATTENTIVE_API_TOKEN", "global-key")  # never used: both name theirs
+        args = ["--config", str(config), "--key-retry-interval", "0.2"]
+        with ServeProcess(queue=None, write_keys=(), args=args, deliver=True) as serve:
+            for key, brand in (("wk_a", "a"), ("wk_b", "b")):
+                for n in range(3):
+                    event = {**CUSTOM, "messageId": f"{brand}-{n}", "userId": f"{brand}-u{n}"}
+                    answer = serve.post("/v1/track", json=event, auth=(key, ""))
+                    assert answer.status_code == 200, answer.text
+            sent = wait_for(
+                lambda: len(found := sandbox.requests("/v1/events/custom")) >= 3 and found,
+                what="brand B delivered",
+            )
+            assert sorted(r["body"]["externalEventId"] for r in sent) == ["b-0", "b-1", "b-2"]
+            health = wait_for(
+                lambda: (body := serve.get("/healthz").json())["delivery"] == "paused" and body,
+                what="brand A paused",
+            )
+            assert health["status"] == "degraded"
+            assert health["destinations"]["brand_b"] == {"status": "ok", "delivery": "running"}
+            paused = health["destinations"]["brand_a"]
+            assert paused["delivery"] == "paused"
+            assert "$BRAND_A_ATTENTIVE_KEY" in paused["problem"]
+            assert "next_key_check" in paused
+            metrics = serve.get("/metrics").text
+            assert 'attentive_router_delivery_paused{destination="brand_a"} 1.0' in metrics
+            assert 'attentive_router_delivery_paused{destination="brand_b"} 0.0' in metrics
+            assert 'attentive_router_queue_depth{destination="brand_a"} 3.0' in metrics
+            assert "ATTENTIVE_API_TOKEN is set, but brand_a" in serve.stderr()
+    brand_a = SQLiteQueue(tmp_path / "brand-a.db")
+    try:
+        records = brand_a.records()
+        assert {r.destination for r in records} == {"brand_a"}
+        assert {r.state for r in records} == {State.QUEUED}  # kept, nothing lost
+    finally:
+        brand_a.close()
+
+
+def test_a_queue_holding_another_destinations_events_keeps_them_queued(tmp_path: Path) -> None:
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(orjson.dumps(CUSTOM) + b"\n")
+    with SandboxProcess(token=SECRETS["BRAND_B_ATTENTIVE_KEY"]) as sandbox:
+        config = two_accounts(tmp_path, sandbox)
+        # brand A's events, queued without sending (ingest only) ...
+        queue = SQLiteQueue(tmp_path / "brand-a.db", destination="brand_a")
+        try:
+            queue.put([NewEvent("m-x", "u-x", orjson.dumps(CUSTOM), 0.0)], 0.0)
+        finally:
+            queue.close()
+        # ... then the file is moved to brand B in the configuration file
+        moved = config.read_text().replace('queue = "brand-b.db"', 'queue = "brand-a.db"')
+        moved = moved.replace('queue = "brand-a.db"\nmax_attempts', 'queue = "old-a.db"\nmax')
+        config.write_text(moved.replace("max = 1", "max_attempts = 1"))
+        env = {**SECRETS, "BRAND_B_ATTENTIVE_KEY": sandbox.token}
+        args = ("deliver", "--config", str(config), "--destination", "brand_b")
+        result = cli(*args, "--progress", "never", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "holds events recorded for other destinations (1 for 'brand_a')" in result.stderr
+        assert "'brand_b'" in result.stderr
+        assert sandbox.requests("/v1/events/custom") == []
+    stored = SQLiteQueue(tmp_path / "brand-a.db")
+    try:
+        assert [(r.destination, r.state) for r in stored.records()] == [("brand_a", State.QUEUED)]
+    finally:
+        stored.close()
 
 
 def test_serve_with_a_destination_accepts_only_its_sources_keys(

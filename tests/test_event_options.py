@@ -6,7 +6,7 @@ Every case goes through ``route``; mapped bodies are checked against the project
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from attentive_router import Config, Context, Mapped, Outcome, Skipped, body_schema, route, to_json
 from attentive_router._transform.options import SEGMENT_V1_ALIASES, EventFilter
 from attentive_router._transform.router import DEFAULT_DISPATCH, mapped_event_names
+from attentive_router._transform.source import shown
 
 RECEIVED_AT = datetime(2026, 1, 8, 14, 0, tzinfo=UTC)
 PRODUCT = {"product_id": "sku-1", "name": "Tee", "price": 19.5, "quantity": 1}
@@ -307,18 +308,23 @@ def test_absent_consent_follows_consent_missing(call: str) -> None:
     assert "categoryPreferences has no 'Advertising'" in message
 
 
-@pytest.mark.parametrize("value", ["true", 1, None, [], {"granted": True}])
+@pytest.mark.parametrize("value", ["true", "false", 1, 0, None, [], {"granted": True}])
 @pytest.mark.parametrize("call", sorted(EVENTS))
-def test_non_boolean_consent_counts_as_no_information(call: str, value: Any) -> None:
+@pytest.mark.parametrize("missing", ["send", "skip"])
+def test_a_non_boolean_consent_is_not_consent_and_is_warned_about(
+    call: str, value: Any, missing: Literal["send", "skip"]
+) -> None:
+    """A preference present but not a boolean is skipped whatever consent_missing says."""
     make = EVENTS[call]
-    _valid(_route(make(**_consent(value)), consent_category="Advertising"))
-    message = _skipped(
-        _route(make(**_consent(value)), consent_category="Advertising", consent_missing="skip"),
-        "no_consent",
+    outcome = _route(
+        make(**_consent(value)), consent_category="Advertising", consent_missing=missing
     )
-    assert "no consent information" in message
-    if value is not None:
-        assert "not true or false" in message
+    message = _skipped(outcome, "no_consent")
+    assert "not true or false" in message
+    assert isinstance(outcome, Skipped)
+    (warning,) = outcome.warnings
+    assert warning.code == "non_boolean_consent"
+    assert f"categoryPreferences['Advertising'] is {shown(value)}" in warning.message
 
 
 def test_consent_holders_that_are_not_objects_count_as_no_information() -> None:

@@ -281,27 +281,44 @@ def test_a_follower_says_what_fails_and_keeps_running_after_dead_letters(
     assert "3 dead letter(s) in the queue: `attentive-router dead-letters list --queue" in err
 
 
-def test_a_refused_key_stops_the_follower_with_status_3(
+def test_a_refused_key_pauses_the_follower_which_resumes_once_the_key_is_fixed(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     queue = tmp_path / "q.db"
+    key = tmp_path / "key"
+    key.write_text("wrong-key\n")
     with ServeProcess(queue=queue) as server:
         command = [sys.executable, "-m", "attentive_router", "deliver", "--follow"]
-        command += ["--queue", str(queue), "--base-url", sandbox.url, "--token", "wrong-key"]
+        command += ["--queue", str(queue), "--base-url", sandbox.url, "--token-file", str(key)]
+        command += ["--key-retry-interval", "0.2"]
         process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(), text=True
         )
         try:
             post_events(server, "refused", 2)
+            _wait(lambda: counts(queue)[State.QUEUED] == 2 and process.poll() is None)
+            time.sleep(1.0)  # several re-checks: the key is still refused
+            assert process.poll() is None  # still running, waiting for a good key
+            assert counts(queue)[State.QUEUED] == 2  # nothing lost
+            key.write_text(sandbox.token + "\n")
+            process.send_signal(signal.SIGHUP)  # read the key again and check it at once
+            _wait(lambda: counts(queue)[State.DELIVERED] == 2)
+            process.send_signal(signal.SIGTERM)
             _, err = process.communicate(timeout=30)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    assert process.returncode == 3, err
-    assert "SENDING STOPPED: Attentive answered 401" in err
-    assert counts(queue)[State.QUEUED] == 2  # nothing lost: the events wait for a good key
-    assert counts(queue)[State.IN_FLIGHT] == 0
+    assert process.returncode == 0, err
+    assert "SENDING PAUSED: Attentive answered 401" in err
+    assert "the API key is accepted again" in err
+
+
+def _wait(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 class _FailsOnce(SQLiteQueue):

@@ -331,12 +331,19 @@ def post_events(server: ServeProcess, prefix: str, count: int) -> None:
     assert answer.status_code == 200, answer.text
 
 
+HEALTHY = {
+    "status": "ok",
+    "delivery": "running",
+    "destinations": {"default": {"status": "ok", "delivery": "running"}},
+}
+
+
 def test_serve_logs_a_closed_port_and_healthz_says_degraded(
     sandbox: SandboxProcess, tmp_path: Path
 ) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     with ServeProcess(queue=tmp_path / "q.db", sandbox=sandbox, args=["--base-url", url]) as server:
-        assert server.get("/healthz").json() == {"status": "ok", "delivery": "running"}
+        assert server.get("/healthz").json() == HEALTHY
         post_events(server, "down", 10)
         health = wait_for(
             lambda: (body := server.get("/healthz").json())["status"] == "degraded" and body,
@@ -354,7 +361,10 @@ def test_serve_logs_a_closed_port_and_healthz_says_degraded(
         assert failing[0]["cause"] == "connection refused"
         assert failing[0]["target"] == url + CUSTOM
         refused = server.get("/metrics").text
-        errors = f'attentive_request_errors_total{{cause="connection refused",endpoint="{CUSTOM}"}}'
+        errors = (
+            'attentive_request_errors_total{cause="connection refused",destination="default",'
+            f'endpoint="{CUSTOM}"}}'
+        )
         assert re.search(re.escape(errors) + " [1-9]", refused), refused
         assert server.get("/healthz").json()["status"] == "degraded"
 
@@ -403,7 +413,7 @@ def test_a_healthy_serve_logs_no_warning_and_stays_ok(
         post_events(server, "fine", 10)
         wait_for(lambda: len(delivered_ids(sandbox, "fine-")) == 10, what="the events delivered")
         time.sleep(1.5)  # a report round has passed
-        assert server.get("/healthz").json() == {"status": "ok", "delivery": "running"}
+        assert server.get("/healthz").json() == HEALTHY
         assert serve_warnings(server) == []
 
 
@@ -426,7 +436,7 @@ def test_serve_pauses_on_a_refused_key_and_resumes_by_itself_once_it_is_accepted
         wait_for(lambda: "the API key is still refused" in server.stderr(), what="a check")
         sandbox.set_faults({})
         wait_for(lambda: len(delivered_ids(sandbox, "paused-")) == 5, what="the events delivered")
-        assert server.get("/healthz").json() == {"status": "ok", "delivery": "running"}
+        assert server.get("/healthz").json() == HEALTHY
         # SIGHUP with a key from the command line: said to be impossible to re-read.
         server.send_signal(signal.SIGHUP)
         wait_for(lambda: "which cannot change while serve runs" in server.stderr(), what="HUP")
@@ -454,4 +464,4 @@ def test_a_fixed_key_file_is_taken_up_on_the_printed_sighup(
         key.write_text(TOKEN + "\n")
         assert run_hint(hup, tmp_path).returncode == 0
         wait_for(lambda: len(delivered_ids(sandbox, "rotated-")) == 3, what="the events delivered")
-        assert server.get("/healthz").json() == {"status": "ok", "delivery": "running"}
+        assert server.get("/healthz").json() == HEALTHY

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from attentive_router import Context, Mapped, route
+from attentive_router._cli.main import build_parser
 from attentive_router._cli.serve_process import ServeProcess
 from attentive_router._queue.interface import State
 from attentive_router._queue.sqlite import SQLiteQueue
@@ -95,6 +97,8 @@ NOT_RUN = {
     "ID  STATE               LINE": "sample output of events list (run in test_delivery_block)",
     "# /etc/systemd/system/attentive-router-ingest.service": "a systemd unit file",
     "# /etc/systemd/system/attentive-router-deliver.service": "a systemd unit file",
+    "# /etc/systemd/system/attentive-router-brands.service": "a systemd unit file",
+    "# /etc/systemd/system/attentive-router-brands-deliver.service": "a systemd unit file",
 }
 
 
@@ -165,8 +169,11 @@ def shell_script(text: str, ports: Mapping[str, int], sandbox: str) -> tuple[str
         '(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; '
         'echo "nothing listens on $1" >&2; cat server-$1.log >&2; return 1; }\n'
         # What the test adds after a block: wait until serve's queue has nothing left to send.
-        "settled() { for _ in $(seq 200); do curl -s 127.0.0.1:$1/metrics "
-        "| grep -q '^attentive_router_queue_depth 0' && return 0; sleep 0.05; done; return 1; }"
+        # Every destination's queue_depth sample is 0.
+        "settled() { for _ in $(seq 200); do m=$(curl -s 127.0.0.1:$1/metrics); "
+        "echo \"$m\" | grep -q '^attentive_router_queue_depth{' && "
+        "! echo \"$m\" | grep -q '^attentive_router_queue_depth{[^}]*} [1-9]' && return 0; "
+        "sleep 0.05; done; return 1; }"
     )
     return prelude + "\n" + "\n".join(lines) + "\n", commands
 
@@ -361,6 +368,8 @@ def test_library_client_blocks(sandbox: SandboxProcess, tmp_path: Path) -> None:
 SYSTEMD_UNITS = (
     "# /etc/systemd/system/attentive-router-ingest.service",
     "# /etc/systemd/system/attentive-router-deliver.service",
+    "# /etc/systemd/system/attentive-router-brands.service",
+    "# /etc/systemd/system/attentive-router-brands-deliver.service",
 )
 
 
@@ -377,6 +386,13 @@ def test_the_systemd_units_are_valid(tmp_path: Path) -> None:
         names.append(str(unit))
     assert "serve --no-deliver" in block(SYSTEMD_UNITS[0]).text
     assert "deliver --follow" in block(SYSTEMD_UNITS[1]).text
+    # one serve for every destination of the file, or deliver --follow for every destination
+    assert "serve --config /etc/attentive-router/deploy.toml" in block(SYSTEMD_UNITS[2]).text
+    assert "deliver --follow --config" in block(SYSTEMD_UNITS[3]).text
+    for marker in SYSTEMD_UNITS:
+        [command] = re.findall(r"^ExecStart=\S+ (.*)$", block(marker).text, re.MULTILINE)
+        parsed = build_parser().parse_args(shlex.split(command.replace("%d", "/run/creds")))
+        assert parsed.command in {"serve", "deliver"}, command
     result = subprocess.run(
         ["systemd-analyze", "verify", *names],
         capture_output=True,

@@ -134,6 +134,7 @@ def test_valid_body_is_accepted_and_recorded(
     assert record["path"] == path
     assert record["body"] == body
     assert record["fault"] is None
+    assert record["token"] == sandbox.token
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["received_at"])
 
 
@@ -390,6 +391,7 @@ def test_stats_count_every_answer(sandbox: SandboxProcess, client: httpx.Client)
     assert client.get(CUSTOM).status_code == 405
     assert sandbox.stats() == {
         "received": {CUSTOM: {"200": 1, "400": 1, "401": 1}, "/v1/nowhere": {"404": 1}},
+        "keys": {sandbox.token: {"200": 1, "400": 1}},
         "accepted": 1,
         "total": 4,
         "injected": {},
@@ -404,7 +406,13 @@ def test_reset_clears_records_and_restores_startup_faults(
     assert client.post(CUSTOM, json=custom_event("e")).status_code >= 500
     sandbox.reset()
     assert sandbox.requests() == []
-    assert sandbox.stats() == {"received": {}, "accepted": 0, "total": 0, "injected": {}}
+    assert sandbox.stats() == {
+        "received": {},
+        "keys": {},
+        "accepted": 0,
+        "total": 0,
+        "injected": {},
+    }
     faults = sandbox.faults()
     assert (faults["seed"], faults["error_rate"]) == (42, 0)
     response = client.post(CUSTOM, json=custom_event("e"))
@@ -421,6 +429,63 @@ def test_requests_filtered_by_path_and_as_ndjson(
     ndjson = client.get("/_sandbox/requests.ndjson")
     assert ndjson.headers["content-type"] == "application/x-ndjson"
     assert [orjson.loads(line) for line in ndjson.content.splitlines()] == sandbox.requests()
+
+
+# Several keys: one account each
+
+
+@pytest.fixture(scope="module")
+def two_keys() -> Iterator[SandboxProcess]:
+    with SandboxProcess(token="key-a", more_tokens=["key-b"], rate_limits={CUSTOM: 5}) as process:
+        yield process
+
+
+def test_each_key_is_accepted_and_recorded_with_its_requests(two_keys: SandboxProcess) -> None:
+    two_keys.reset()
+    assert two_keys.tokens == ["key-a", "key-b"]
+    for token, event_id in (("key-a", "a-1"), ("key-b", "b-1"), ("key-a", "a-2")):
+        headers = {"Authorization": f"Bearer {token}"}
+        url = f"{two_keys.url}{CUSTOM}"
+        response = httpx.post(url, json=custom_event(event_id), headers=headers, trust_env=False)
+        assert response.status_code == 200, response.text
+        me = httpx.get(f"{two_keys.url}/v1/me", headers=headers, trust_env=False)
+        assert me.status_code == 200
+    wrong = {"Authorization": "Bearer key-c"}
+    refused = httpx.post(f"{two_keys.url}{CUSTOM}", json={}, headers=wrong, trust_env=False)
+    assert refused.status_code == 401
+    records = two_keys.requests()
+    assert [(r["token"], r["body"]["externalEventId"]) for r in records] == [
+        ("key-a", "a-1"),
+        ("key-b", "b-1"),
+        ("key-a", "a-2"),
+    ]
+    assert [r["seq"] for r in two_keys.requests(CUSTOM, token="key-a")] == [1, 3]
+    assert [r["seq"] for r in two_keys.requests(token="key-b")] == [2]
+    assert two_keys.stats()["keys"] == {"key-a": {"200": 2}, "key-b": {"200": 1}}
+    assert two_keys.stats()["received"] == {CUSTOM: {"200": 3, "401": 1}}
+
+
+def test_each_key_has_its_own_rate_limit(two_keys: SandboxProcess) -> None:
+    two_keys.reset()
+    answers: dict[str, list[int]] = {}
+    for token in ("key-a", "key-b"):
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=two_keys.url, headers=headers, trust_env=False) as c:
+            responses, elapsed = fire(c, CUSTOM, 20)
+        answers[token] = [r.status_code for r in responses]
+        # key B's bucket is full although key A has just emptied its own
+        assert 5 <= answers[token].count(200) <= 5 + 5 * elapsed, answers
+        assert set(answers[token]) == {200, 429}
+    keys = two_keys.stats()["keys"]
+    for token, statuses in answers.items():
+        assert keys[token] == {"200": statuses.count(200), "429": statuses.count(429)}
+        assert len(two_keys.requests(CUSTOM, token=token)) == statuses.count(200)
+
+
+def test_several_tokens_are_announced_and_the_first_is_the_token() -> None:
+    with SandboxProcess(args=["--token", "one", "--token", "two"]) as process:
+        assert process.tokens == ["one", "two"]
+        assert process.token == "one"  # parsed from "(tokens: one, two)"
 
 
 # The process itself

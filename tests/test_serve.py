@@ -784,7 +784,11 @@ def test_healthz_reports_the_delivery_state(server: ServeProcess, delivering: Se
         response = process.get("/healthz")
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/json"
-        assert response.json() == {"status": "ok", "delivery": state}
+        assert response.json() == {
+            "status": "ok",
+            "delivery": state,
+            "destinations": {"default": {"status": "ok", "delivery": state}},
+        }
 
 
 def test_metrics_count_requests_events_rejections_and_the_queue(
@@ -810,25 +814,30 @@ def test_metrics_count_requests_events_rejections_and_the_queue(
     assert delta("ingest_requests_total", endpoint="/v1/batch", status="400") == 1
     assert delta("ingest_requests_total", endpoint="/v1/track", status="200") == 1
     assert delta("ingest_requests_total", endpoint="/v1/page", status="401") == 1
-    assert delta("events_received_total", source="shop") == 4
-    assert delta("events_received_total", source="other") == 1
-    assert delta("events_duplicate_total", source="shop") == 1
-    assert delta("events_duplicate_total", source="other") == 0
-    assert delta("events_total", outcome="rejected", reason="missing_event_name") == 1
-    assert delta("queue_events", state="queued") == 3
-    assert delta("queue_events", state="rejected") == 1
-    assert delta("queue_depth") == 3
-    assert metric(after, "dead_letters") == 0
-    assert metric(after, "queue_up") == 1
+    assert delta("events_received_total", destination="default", source="shop") == 4
+    assert delta("events_received_total", destination="default", source="other") == 1
+    assert delta("events_duplicate_total", destination="default", source="shop") == 1
+    assert delta("events_duplicate_total", destination="default", source="other") == 0
+    assert (
+        delta(
+            "events_total", destination="default", outcome="rejected", reason="missing_event_name"
+        )
+        == 1
+    )
+    assert delta("queue_events", state="queued", destination="default") == 3
+    assert delta("queue_events", state="rejected", destination="default") == 1
+    assert delta("queue_depth", destination="default") == 3
+    assert metric(after, "dead_letters", destination="default") == 0
+    assert metric(after, "queue_up", destination="default") == 1
     assert metric(after, "ingest_request_seconds_count", endpoint="/v1/batch") >= 3
     # The whole queue, as the file holds it.
     records = all_records(queue_path)
     for state in State:
-        assert metric(after, "queue_events", state=state.label) == sum(
+        assert metric(after, "queue_events", state=state.label, destination="default") == sum(
             1 for r in records if r.state is state
         )
     oldest = min(r.received_at for r in records if r.state is State.QUEUED)
-    age = metric(after, "oldest_queued_age_seconds")
+    age = metric(after, "oldest_queued_age_seconds", destination="default")
     assert time.time() - oldest - 5 < age <= time.time() - oldest
 
 
@@ -836,7 +845,7 @@ def _wait_until_settled(process: ServeProcess, timeout: float = 20.0) -> Samples
     deadline = time.monotonic() + timeout
     while True:
         samples = scrape(process)
-        if metric(samples, "queue_depth") == 0:
+        if metric(samples, "queue_depth", destination="default") == 0:
             return samples
         assert time.monotonic() < deadline, "events still queued"
         time.sleep(0.05)
@@ -879,18 +888,43 @@ def test_metrics_with_delivery_count_attentive_answers_and_outcomes(
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
 
-    assert delta("attentive_requests_total", endpoint=CUSTOM, status="200") == 2
-    assert delta("attentive_requests_total", endpoint=CUSTOM, status="400") == 1
-    assert delta("attentive_requests_total", endpoint=IDENTITY, status="202") == 1
-    assert delta("events_total", outcome="delivered", reason="") == 3
-    assert delta("events_total", outcome="dead_lettered", reason="permanent_error") == 1
-    assert delta("events_total", outcome="skipped", reason="unsupported_call_type") == 1
-    assert delta("events_total", outcome="rejected", reason="invalid_timestamp") == 1
-    assert delta("events_total", outcome="rejected", reason="missing_event_name") == 1
-    assert delta("events_received_total", source="metered") == 7
-    assert metric(after, "dead_letters") == 1
-    assert metric(after, "queue_depth") == 0
-    assert metric(after, "oldest_queued_age_seconds") == 0
+    assert (
+        delta("attentive_requests_total", destination="default", endpoint=CUSTOM, status="200") == 2
+    )
+    assert (
+        delta("attentive_requests_total", destination="default", endpoint=CUSTOM, status="400") == 1
+    )
+    assert (
+        delta("attentive_requests_total", destination="default", endpoint=IDENTITY, status="202")
+        == 1
+    )
+    assert delta("events_total", destination="default", outcome="delivered", reason="") == 3
+    assert (
+        delta(
+            "events_total", destination="default", outcome="dead_lettered", reason="permanent_error"
+        )
+        == 1
+    )
+    assert (
+        delta(
+            "events_total", destination="default", outcome="skipped", reason="unsupported_call_type"
+        )
+        == 1
+    )
+    assert (
+        delta("events_total", destination="default", outcome="rejected", reason="invalid_timestamp")
+        == 1
+    )
+    assert (
+        delta(
+            "events_total", destination="default", outcome="rejected", reason="missing_event_name"
+        )
+        == 1
+    )
+    assert delta("events_received_total", destination="default", source="metered") == 7
+    assert metric(after, "dead_letters", destination="default") == 1
+    assert metric(after, "queue_depth", destination="default") == 0
+    assert metric(after, "oldest_queued_age_seconds", destination="default") == 0
     assert metric(after, "delivery_paused") == 0
     assert metric(after, "retries_total") == 0
     states = {r.key: (r.state, r.reason) for r in all_records(delivering_queue)}

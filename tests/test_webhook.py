@@ -344,7 +344,7 @@ def metric(samples: Samples, name: str, **labels: str) -> float:
 def settle(server: ServeProcess, timeout: float = 20.0) -> None:
     """Wait until nothing is queued or in flight."""
     deadline = time.monotonic() + timeout
-    while metric(scrape(server), "queue_depth") > 0:
+    while metric(scrape(server), "queue_depth", destination="default") > 0:
         assert time.monotonic() < deadline, "events still queued"
         time.sleep(0.05)
 
@@ -463,13 +463,13 @@ def test_array_of_1000_events_sent_twice_is_delivered_once(
     assert time.monotonic() - started < 10
     after = scrape(server)
     assert (
-        metric(after, "events_received_total", source="shop")
-        - metric(before, "events_received_total", source="shop")
+        metric(after, "events_received_total", source="shop", destination="default")
+        - metric(before, "events_received_total", source="shop", destination="default")
         == 2000
     )
     assert (
-        metric(after, "events_duplicate_total", source="shop")
-        - metric(before, "events_duplicate_total", source="shop")
+        metric(after, "events_duplicate_total", source="shop", destination="default")
+        - metric(before, "events_duplicate_total", source="shop", destination="default")
         == 1000
     )
     settle(server)

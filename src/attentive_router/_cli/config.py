@@ -10,8 +10,9 @@ several mistakes gets them all reported, each with its key path::
     destinations.brand_a.rate_limt: unknown key (did you mean rate_limit?)
 
 Secrets never sit in the file: an Attentive key is named by the environment variable that
-holds it (``token_env``). A field left out of the file is ``None`` here, so that the command
-line can tell a value from the file from a default (see ``_cli.resolve``).
+holds it (``token_env``) or by the file that holds it (``token_file``, read again on SIGHUP).
+A field left out of the file is ``None`` here, so that the command line can tell a value from
+the file from a default (see ``_cli.resolve``).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Destination:
     """``[destinations.NAME]``: an Attentive account, its limits and its mapping options."""
 
     token_env: EnvName | None = None
+    token_file: Path | None = None
     base_url: Url | None = None
     timeout: Positive | None = None
     queue: Path | None = None
@@ -488,6 +490,8 @@ def _cross_checks(config: FileConfig) -> Iterator[tuple[str, str]]:
         both = set(destination.filter.allow_calls) & set(destination.filter.deny_calls)
         if both:
             yield f"{where}.filter", f"calls both allowed and denied: {', '.join(sorted(both))}"
+        if destination.token_env is not None and destination.token_file is not None:
+            yield where, "give token_env or token_file, not both (where the API key is)"
         if destination.consent.category is None and destination.consent != Consent():
             yield f"{where}.consent.category", "missing: the consent category to look for"
     if len(config.destinations) > 1:
@@ -564,7 +568,11 @@ def _anchored(config: FileConfig, folder: Path) -> FileConfig:
             analytics_js=keep(config.serve.analytics_js, anchor(config.serve.analytics_js)),
         ),
         destinations={
-            name: attrs.evolve(d, queue=keep(d.queue, anchor(d.queue)))
+            name: attrs.evolve(
+                d,
+                queue=keep(d.queue, anchor(d.queue)),
+                token_file=keep(d.token_file, anchor(d.token_file)),
+            )
             for name, d in config.destinations.items()
         },
     )

@@ -27,8 +27,9 @@ EXAMPLE = f"""\
 # attentive-router configuration: `attentive-router config check FILE` validates it and shows
 # every value with where it comes from. Flags and environment variables override this file.
 # No secret is written here: each Attentive API key is read from the environment variable
-# that token_env names. Relative paths are read from this file's folder. Keep this file
-# private to its owner (chmod 600): it says where the keys are and where they are sent.
+# that token_env names, or from the file token_file names. Relative paths are read from this
+# file's folder. Keep this file private to its owner (chmod 600): it says where the keys are
+# and where they are sent.
 
 [queue]
 # Events wait here on disk until Attentive has them (a destination may have its own).
@@ -60,6 +61,7 @@ destination = "shop"             # write_key_env = "VARIABLE" reads one from the
 # Destinations: Attentive accounts.
 [destinations.shop]
 token_env = "SHOP_ATTENTIVE_API_KEY"  # the variable that holds the API key
+# token_file = "shop-attentive.key"   # or a file that holds it (re-read on SIGHUP)
 base_url = "{DEFAULT_BASE_URL}"
 timeout = 10                    # seconds per request
 concurrency = {DEFAULT_CONCURRENCY}               # requests in flight at once
@@ -163,14 +165,16 @@ def run_config(
     warning = permission_warning(loaded.path)
     if warning:
         print(f"{PROG}: {warning}", file=stderr)
+    for warning in resolution.warnings:
+        print(f"{PROG}: {warning}", file=stderr)
     origin = "flag --config" if "config" in given else f"env ${CONFIG_ENV}"
     print(f"# {loaded.path} ({origin})", file=stdout)
     _print_rows(resolution.rows, stdout)
     destinations = sorted(loaded.file.destinations)
     if len(destinations) > 1 and not args.destination:
         print(
-            f"# serve: {len(destinations)} destinations: run one serve per destination, "
-            "with --destination NAME",
+            f"# serve and deliver: {len(destinations)} destinations, each delivered by its own "
+            "sender from its own queue with its own key (--destination NAME: only that one)",
             file=stdout,
         )
     if resolution.problems:

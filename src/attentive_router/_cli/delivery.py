@@ -6,6 +6,7 @@ Argument parsing and printing only; the work is done by the delivery stage (``_d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import time
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
+from attrs import frozen
 
 from attentive_router._cli.follow import (
     FOLLOW_EPILOG,
+    Followed,
     add_follow_options,
     follow_usage_error,
     run_follow,
@@ -33,7 +36,7 @@ from attentive_router._transform.options import Config
 # The HTTP clients, the sender and SQLite are imported by the commands that use them: every
 # command builds this parser, and `transform` or `--help` need none of them.
 if TYPE_CHECKING:
-    from attentive_router._delivery.job import FollowUp
+    from attentive_router._delivery.job import FollowUp, Run
     from attentive_router._delivery.keys import KeySource
     from attentive_router._delivery.sender import SenderSettings
     from attentive_router._queue.interface import Record
@@ -272,6 +275,7 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
     for parser in (listing, show, replay):
         _queue_option(parser)
+        config_file_options(parser)
 
     check = commands.add_parser(
         "check",
@@ -284,7 +288,10 @@ def add_parsers(commands: Any, config_options: ConfigOptions) -> None:
 
 
 def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
-    """The API key and where it came from: --token, else --token-file, else $TOKEN_ENV."""
+    """The API key and where it came from.
+
+    --token, else --token-file, else the destination's token_env, else $TOKEN_ENV.
+    """
     from attentive_router._delivery.keys import KeySource, KeySourceError  # noqa: PLC0415
 
     if args.token and args.token.strip():
@@ -295,18 +302,20 @@ def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
         except KeySourceError as error:
             print(f"{PROG}: {error}", file=stderr)
             return None
-    token = os.environ.get(TOKEN_ENV, "")
-    if token.strip():
-        return KeySource("environment", TOKEN_ENV, token.strip())
     token_env = getattr(args, "token_env", None)
     if token_env is None:
+        # Only without a destination's own token_env: one global key must not send an
+        # account's events with another account's key.
+        token = os.environ.get(TOKEN_ENV, "")
+        if token.strip():
+            return KeySource("environment", TOKEN_ENV, token.strip())
         print(f"{PROG}: no API key: set {TOKEN_ENV} or pass --token", file=stderr)
         return None
     token = os.environ.get(token_env, "")
     if not token.strip():
         print(
             f"{PROG}: no API key: ${token_env} is not set (the destination's token_env in "
-            f"the configuration file); or set {TOKEN_ENV} or pass --token",
+            "the configuration file); export it or pass --token",
             file=stderr,
         )
         return None
@@ -336,7 +345,7 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
     queue = ["--queue", str(args.queue)] if differs("queue", Path(DEFAULT_QUEUE)) else []
     own_queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", str(args.queue)]
     target = ["--base-url", args.base_url] if differs("base_url", DEFAULT_BASE_URL) else []
-    if args.token_file is not None and not args.token:
+    if args.token_file is not None and not args.token and (given is None or "token_file" in given):
         target += ["--token-file", str(args.token_file)]
     defaults = Config()
     mapping = []
@@ -355,7 +364,11 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
         if args.destination or destination is not None:
             chosen += ["--destination", args.destination or destination]
     token_env = getattr(args, "token_env", None)
-    key = FollowUp.key if token_env is None else f"${token_env}, named by the configuration file"
+    key = FollowUp.key
+    if token_env is not None:
+        key = f"${token_env}, named by the configuration file"
+    elif given is not None and "token_file" not in given and args.token_file is not None:
+        key = f"the file {args.token_file}, named by the configuration file"
     return FollowUp(
         key=key,
         deliver=shlex.join([PROG, "deliver", *chosen, *queue, *target, *mapping]),
@@ -397,18 +410,23 @@ def run_delivery(
     if problem is not None:
         print(f"{PROG} {args.command}: {problem}", file=stderr)
         return 2
+    each = getattr(args, "each_destination", [])
+    if each:
+        return _deliver_each(args, each, stderr)
     if args.command != "send" and _missing_queue(args.queue, stderr):
         return 2
-    token = _token(args, stderr)
-    if token is None:
+    key_source = _key_source(args, stderr)
+    if key_source is None:
         return 2
+    token = key_source.token
     settings = _settings(args, token, config)
+    name = _destination_name(args)
     source: IO[bytes] | None = None
     try:
         if args.command == "send":
             source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
         window = getattr(args, "dedupe_window", DEFAULT_DEDUPE_WINDOW / 3600) * 3600
-        queue = SQLiteQueue(args.queue, dedupe_window=window)
+        queue = SQLiteQueue(args.queue, dedupe_window=window, destination=name)
     except OSError as error:
         print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
         return 2
@@ -419,11 +437,15 @@ def run_delivery(
         return 2
     for warning in queue.warnings:
         print(f"{PROG}: warning: {warning}", file=stderr)
+    _say_foreign(queue, stderr)
     show = progress_wanted(args.progress, stderr)
     try:
         with delivery_lock(args.queue):
             if getattr(args, "follow", False):
-                return run_follow(args, queue, settings, stderr, follow_up(args, config))
+                where = f"{args.queue} (pid {os.getpid()})"
+                hints = follow_up(args, config)
+                followed = Followed(name, queue, settings, key_source, hints, where)
+                return run_follow(args, [followed], stderr)
             run = asyncio.run(
                 deliver(
                     queue,
@@ -445,6 +467,166 @@ def run_delivery(
             source.close()
     print(run.render(args.command, follow_up(args, config)), file=stderr)
     return run.exit_status
+
+
+def _destination_name(args: argparse.Namespace) -> str | None:
+    """The destination of the configuration file the command works for, if any."""
+    in_use = getattr(args, "config_in_use", None)
+    return None if in_use is None else in_use[1]
+
+
+def _say_foreign(queue: SQLiteQueue, stderr: IO[str]) -> None:
+    """Say so when the queue holds events recorded for other destinations (never sent here)."""
+    try:
+        foreign = queue.foreign()
+    except QueueError:
+        return  # the delivery meets the failure too, and says so
+    if not foreign:
+        return
+    named = ", ".join(f"{count:,} for {name!r}" for name, count in foreign.items())
+    print(
+        f"{PROG}: warning: the queue {queue.path} of destination {queue.destination!r} holds "
+        f"events recorded for other destinations ({named}): they are not sent with "
+        f"{queue.destination!r}'s key and stay queued. Point each destination at its own queue "
+        "file again in the configuration file, or deliver them with --destination NAME "
+        f"--queue {queue.path} for the destination they name",
+        file=stderr,
+    )
+
+
+@frozen
+class _Opened:
+    """One destination ready to deliver: its arguments, transform options, queue and key."""
+
+    name: str
+    args: argparse.Namespace
+    config: Config
+    queue: SQLiteQueue
+    key_source: KeySource
+
+    @property
+    def settings(self) -> SenderSettings:
+        return _settings(self.args, self.key_source.token, self.config)
+
+
+def _deliver_each(
+    args: argparse.Namespace, each: list[tuple[str, argparse.Namespace, Config]], stderr: IO[str]
+) -> int:
+    """``deliver`` for every destination of the file: each from its own queue, with its key."""
+    import asyncio  # noqa: PLC0415
+
+    from attentive_router._delivery.job import QueueBusyError, delivery_lock  # noqa: PLC0415
+    from attentive_router._delivery.sender import scrub  # noqa: PLC0415
+    from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
+
+    follow = getattr(args, "follow", False)
+    opened: list[_Opened] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, resolved, config in each:
+                if not resolved.queue.exists():
+                    if follow:
+                        print(f"{PROG} deliver: destination {name}:", file=stderr)
+                        _missing_queue(resolved.queue, stderr)
+                        return 2
+                    print(
+                        f"{PROG} deliver: destination {name}: nothing to deliver "
+                        f"(no queue at {resolved.queue})",
+                        file=stderr,
+                    )
+                    continue
+                key_source = _key_source(resolved, stderr)
+                if key_source is None:
+                    print(f"{PROG} deliver: destination {name}: no API key", file=stderr)
+                    return 2
+                try:
+                    queue = SQLiteQueue(resolved.queue, destination=name)
+                except QueueError as error:
+                    print(f"{PROG}: {error}", file=stderr)
+                    return 2
+                stack.callback(queue.close)
+                for warning in queue.warnings:
+                    print(f"{PROG}: warning: {warning}", file=stderr)
+                _say_foreign(queue, stderr)
+                stack.enter_context(delivery_lock(resolved.queue))
+                opened.append(_Opened(name, resolved, config, queue, key_source))
+            if follow:
+                return run_follow(
+                    args,
+                    [
+                        Followed(
+                            item.name,
+                            item.queue,
+                            item.settings,
+                            item.key_source,
+                            follow_up(item.args, item.config),
+                            f"{item.args.queue} (pid {os.getpid()})",
+                        )
+                        for item in opened
+                    ],
+                    stderr,
+                )
+            runs = asyncio.run(_deliver_all(opened, stderr))
+    except QueueBusyError as error:
+        print(f"{PROG}: {error}", file=stderr)
+        return 2
+    except (OSError, QueueError) as error:
+        text = str(error)
+        for item in opened:
+            text = scrub(text, item.key_source.token)
+        print(f"{PROG}: {text}", file=stderr)
+        return 2
+    for item, run in zip(opened, runs, strict=True):
+        print(run.render(f"deliver {item.name}", follow_up(item.args, item.config)), file=stderr)
+    print(total_line(runs), file=stderr)
+    return worst_status(runs)
+
+
+async def _deliver_all(opened: list[_Opened], stderr: IO[str]) -> list[Run]:
+    """Every destination's queue delivered side by side; Ctrl-C or SIGTERM stops them all."""
+    import asyncio  # noqa: PLC0415
+
+    from attentive_router._delivery.job import _stop_on_signals, deliver  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    restore = _stop_on_signals(stop)
+    try:
+        return await asyncio.gather(
+            *(
+                deliver(
+                    item.queue,
+                    item.settings,
+                    progress=Progress(stderr, "deliver", enabled=False),
+                    stop=stop,
+                    signals=False,
+                )
+                for item in opened
+            )
+        )
+    finally:
+        restore()
+
+
+def total_line(runs: list[Run]) -> str:
+    """``deliver: 2 destination(s): 40 event(s) settled (delivered 39, ...); 0 still queued``."""
+    parts = []
+    for state in (State.DELIVERED, State.SKIPPED, State.REJECTED, State.DEAD):
+        number = sum(run.stats.outcomes[state.label] for run in runs)
+        parts.append(f"{state.label} {number:,}")
+    settled = sum(run.stats.settled for run in runs)
+    waiting = sum(
+        run.remaining.get(State.QUEUED, 0) + run.remaining.get(State.IN_FLIGHT, 0) for run in runs
+    )
+    return (
+        f"deliver: {len(runs)} destination(s) in all: {settled:,} event(s) settled "
+        f"({', '.join(parts)}); {waiting:,} still queued"
+    )
+
+
+def worst_status(runs: list[Run]) -> int:
+    """The exit status of several runs: a refused key first, then Ctrl-C, then dead letters."""
+    statuses = {run.exit_status for run in runs}
+    return next((status for status in (KEY_REFUSED, 130, 1) if status in statuses), 0)
 
 
 def _when(value: float | None) -> str:
@@ -471,6 +653,7 @@ def _record_json(record: Record) -> dict[str, Any]:
         "id": record.id,
         "messageId": record.key,
         "source": record.source,
+        "destination": record.destination,
         "state": record.state.label,
         "reason": record.reason,
         "message": record.message,
@@ -606,15 +789,19 @@ def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr:
     if not records:
         print("no dead letters", file=stdout)
         return 0
+    # The destination column only for a queue that records destinations (a configuration file).
+    width = max((len(r.destination) for r in records if r.destination), default=0)
+    column = f"{'DESTINATION':<{max(width, 11)}}  " if width else ""
     print(
         f"{'ID':>8}  {'LAST ATTEMPT':<20}  {'STATUS':>6}  {'TRIES':>5}  {'REASON':<18}  "
-        "ENDPOINT / MESSAGE ID",
+        f"{column}ENDPOINT / MESSAGE ID",
         file=stdout,
     )
     for r in records:
+        where = f"{r.destination or '-':<{max(width, 11)}}  " if width else ""
         print(
             f"{r.id:>8}  {_when(r.last_attempt_at):<20}  {r.status or '-':>6}  {r.attempts:>5}  "
-            f"{r.reason or '-':<18}  {r.endpoint or '-'}  {r.key}",
+            f"{r.reason or '-':<18}  {where}{r.endpoint or '-'}  {r.key}",
             file=stdout,
         )
     return 0

@@ -13,7 +13,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from attentive_router._cli.delivery import PROG, _missing_queue, _queue_option
+from attentive_router._cli.delivery import (
+    PROG,
+    _missing_queue,
+    _queue_option,
+    config_file_options,
+)
 from attentive_router._cli.numbers import at_least_one
 from attentive_router._queue.interface import QueueError, Record, State
 
@@ -95,6 +100,7 @@ def add_events_parser(commands: Any) -> None:
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     _queue_option(listing)
+    config_file_options(listing)
 
 
 def _selected(
@@ -159,6 +165,7 @@ def event_json(record: Record) -> dict[str, Any]:
         "line": record.line,
         "index": record.index,
         "source": record.source,
+        "destination": record.destination,
         "receivedAt": _time(record.received_at),
     }
 
@@ -188,11 +195,19 @@ def run_events(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> in
     if not records:
         print(f"no {' or '.join(state.label for state in args.state)} events", file=stdout)
         return 0
-    print(f"{'ID':>8}  {'STATE':<13}  {'LINE':>9}  {'REASON':<22}  MESSAGE ID  WHY", file=stdout)
+    # The destination column only for a queue that records destinations (a configuration file).
+    width = max((len(r.destination) for r in records if r.destination), default=0)
+    width = max(width, 11) if width else 0
+    column = f"{'DESTINATION':<{width}}  " if width else ""
+    print(
+        f"{'ID':>8}  {'STATE':<13}  {'LINE':>9}  {column}{'REASON':<22}  MESSAGE ID  WHY",
+        file=stdout,
+    )
     for record in records:
         message_id = _message_id(record)
+        where = f"{record.destination or '-':<{width}}  " if width else ""
         print(
-            f"{record.id:>8}  {record.state.label:<13}  {_position(record):>9}  "
+            f"{record.id:>8}  {record.state.label:<13}  {_position(record):>9}  {where}"
             f"{record.reason or '-':<22}  {'-' if message_id is None else message_id}  "
             f"{record.message or '-'}",
             file=stdout,

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
-from attrs import evolve
+from attrs import evolve, frozen
 
 from attentive_router._cli.numbers import non_negative, positive
 
 if TYPE_CHECKING:
-    from attentive_router._delivery.job import FollowUp
+    from attentive_router._delivery.job import FollowUp, Run
+    from attentive_router._delivery.keys import KeySource
     from attentive_router._delivery.sender import SenderSettings
     from attentive_router._queue.sqlite import SQLiteQueue
 
 PROG = "attentive-router"
 DEFAULT_POLL_INTERVAL = 0.5
 DEFAULT_GRACE = 5.0
+DEFAULT_KEY_RETRY = 300.0
 KEY_REFUSED = 3
 """Exit status when Attentive refuses the API key, as for every delivery command."""
 
@@ -28,7 +30,12 @@ running as a service (--follow):
   file every --poll-interval seconds and says on stderr what it settled, a line per burst
   (at most one a minute while events keep coming), and what fails. SIGTERM or Ctrl-C:
   requests in flight get --grace seconds, the rest stays queued, exit 0 (3 if Attentive
-  refused the API key). While it runs, no other process delivers from the queue.
+  refused the API key and it was not accepted again). While it runs, no other process
+  delivers from the queue. When Attentive refuses the API key (401/403), sending pauses (the
+  events stay queued), the key is checked again every --key-retry-interval seconds (GET /v1/me)
+  and delivery resumes by itself once it is accepted; SIGHUP re-reads --token-file and checks
+  at once. With a configuration file of several destinations and no --destination, every
+  destination is followed, each from its own queue with its own key.
 
 examples:
   attentive-router deliver
@@ -60,6 +67,14 @@ def add_follow_options(parser: argparse.ArgumentParser) -> None:
         help="with --follow, on SIGTERM, time for requests in flight to finish "
         f"(>= 0; default: {DEFAULT_GRACE:g})",
     )
+    group.add_argument(
+        "--key-retry-interval",
+        type=positive,
+        metavar="S",
+        help="with --follow, after Attentive refused the API key (401/403), check it again this "
+        "often (GET /v1/me) and resume once it is accepted; SIGHUP re-reads --token-file and "
+        f"checks at once (> 0; default: {DEFAULT_KEY_RETRY:g})",
+    )
 
 
 def follow_usage_error(args: argparse.Namespace) -> str | None:
@@ -70,7 +85,11 @@ def follow_usage_error(args: argparse.Namespace) -> str | None:
         return None
     given = [
         option
-        for option, value in (("--poll-interval", "poll_interval"), ("--grace", "grace"))
+        for option, value in (
+            ("--poll-interval", "poll_interval"),
+            ("--grace", "grace"),
+            ("--key-retry-interval", "key_retry_interval"),
+        )
         if getattr(args, value, None) is not None
     ]
     if given:
@@ -78,29 +97,70 @@ def follow_usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def run_follow(
-    args: argparse.Namespace,
-    queue: SQLiteQueue,
-    settings: SenderSettings,
-    stderr: IO[str],
-    hints: FollowUp,
-) -> int:
-    """Deliver until SIGTERM or SIGINT (exit 0), or a refused key (exit 3)."""
+@frozen
+class Followed:
+    """One queue to follow: its destination's name (None without one), queue, sender, key."""
+
+    name: str | None
+    queue: SQLiteQueue
+    settings: SenderSettings
+    key_source: KeySource | None
+    hints: FollowUp
+    where: str
+
+
+def run_follow(args: argparse.Namespace, followed: Sequence[Followed], stderr: IO[str]) -> int:
+    """Deliver until SIGTERM or SIGINT (exit 0; 3 when a key is still refused then).
+
+    Several destinations are followed side by side, each with its own sender and key checks;
+    each gets its summary, and the exit status is the worst of them.
+    """
     import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
 
     from attentive_router._delivery.follow import follow  # noqa: PLC0415
+    from attentive_router._delivery.job import _stop_on_signals  # noqa: PLC0415
+    from attentive_router._delivery.keycheck import KeyCheck  # noqa: PLC0415
 
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     poll = DEFAULT_POLL_INTERVAL if args.poll_interval is None else args.poll_interval
-    run = asyncio.run(
-        follow(
-            queue,
-            evolve(settings, grace=grace),
-            changes=queue.data_version,
-            poll_interval=poll,
-            out=stderr,
-            where=f"{args.queue} (pid {os.getpid()})",
-        )
-    )
-    print(run.render("deliver", hints), file=stderr)
-    return KEY_REFUSED if run.paused is not None else 0
+    retry = DEFAULT_KEY_RETRY if args.key_retry_interval is None else args.key_retry_interval
+    checks = [KeyCheck(item.key_source, retry, program="deliver") for item in followed]
+
+    async def every() -> list[Run]:
+        stop = asyncio.Event()
+        restore = _stop_on_signals(stop)
+        loop = asyncio.get_running_loop()
+
+        def hangup() -> None:
+            for check in checks:
+                check.hangup.set()
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+        try:
+            return await asyncio.gather(
+                *(
+                    follow(
+                        item.queue,
+                        evolve(item.settings, grace=grace),
+                        changes=item.queue.data_version,
+                        poll_interval=poll,
+                        out=stderr,
+                        label="deliver" if item.name is None else f"deliver {item.name}",
+                        where=item.where,
+                        stop=stop,
+                        keys=check,
+                        signals=False,
+                    )
+                    for item, check in zip(followed, checks, strict=True)
+                )
+            )
+        finally:
+            restore()
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    runs = asyncio.run(every())
+    for item, run in zip(followed, runs, strict=True):
+        label = "deliver" if item.name is None else f"deliver {item.name}"
+        print(run.render(label, item.hints), file=stderr)
+    return KEY_REFUSED if any(run.paused is not None for run in runs) else 0

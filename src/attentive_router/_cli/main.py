@@ -131,12 +131,15 @@ faults (JSON object; every key optional, all off by default):
   status_for_all                     answer every request with this status, e.g. 401 or 503
   seed                               seed of the random draws, for reproducible runs
 
-admin API (no token): GET /_sandbox/requests[.ndjson][?path=...], GET /_sandbox/stats,
+admin API (no token): GET /_sandbox/requests[.ndjson][?path=...][&token=...] (each request
+  with the token it carried and when it arrived), GET /_sandbox/stats (answers by path and
+  status, and by token and status),
   GET|PUT /_sandbox/faults, POST /_sandbox/reset
 
 examples:
   attentive-router sandbox
   attentive-router sandbox --port 0 --token my-token --record requests.ndjson
+  attentive-router sandbox --token brand-a-key --token brand-b-key --rate-limit /v1/events/custom=5
   attentive-router sandbox --faults '{"error_rate": 0.1, "latency_ms": 50, "seed": 1}'
   attentive-router sandbox --faults @faults.json --rate-limit /v1/events/custom=5
   curl -X PUT localhost:8788/_sandbox/faults -d '{"status_for_all": 503}'
@@ -169,7 +172,10 @@ def _add_sandbox_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     sandbox.add_argument(
         "--token",
-        help="bearer token to accept (default: $ATTENTIVE_SANDBOX_TOKEN, else sandbox-token)",
+        action="append",
+        default=[],
+        help="bearer token to accept (default: $ATTENTIVE_SANDBOX_TOKEN, else sandbox-token); "
+        "repeatable: each token is an account with its own rate limits",
     )
     sandbox.add_argument("--faults", metavar="JSON|@FILE", help="faults to inject from the start")
     limits = sandbox.add_mutually_exclusive_group()
@@ -251,6 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+QUEUE_READERS = frozenset({"events", "dead-letters"})
+"""Commands that read a queue: a destination of the configuration file says which."""
+
+
+def _queue_chosen(args: argparse.Namespace, given: set[str], stderr: IO[str]) -> bool:
+    """The queue of the destination chosen in the configuration file, unless --queue names one.
+
+    False, after saying why, when the file cannot be used or names no one destination.
+    """
+    if "queue" in given and "destination" not in given:
+        return True
+    return _resolved(args, given, stderr) is not None
+
+
 def given_options(argv: Sequence[str] | None) -> set[str]:
     """The destinations (``dest``) of the options the command line gives, defaults aside."""
     parser = build_parser()
@@ -282,6 +302,8 @@ def _resolved(
     except ConfigError as error:
         print(f"{PROG}: {error}", file=stderr)
         return None
+    for warning in resolution.warnings:
+        print(f"{PROG}: {warning}", file=stderr)
     if resolution.problems:
         for problem in resolution.problems:
             print(f"{PROG}: {problem}", file=stderr)
@@ -398,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in {"transform", "send", "deliver", "serve", "config"}:
+    if args.command in {"transform", "send", "deliver", "serve", "config", *QUEUE_READERS}:
         given = given_options(argv)
     if args.command == "transform":
         return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, given)
@@ -420,6 +442,8 @@ def _run(argv: Sequence[str] | None) -> int:
         if warning:
             print(f"{PROG}: {warning}", file=sys.stderr)
         return run_serve_command(args, resolved[1], guarded(sys.stdout), guarded(sys.stderr))
+    if args.command in QUEUE_READERS and not _queue_chosen(args, given, sys.stderr):
+        return 2
     if args.command == "dead-letters":
         return run_dead_letters(args, sys.stdout, sys.stderr)
     if args.command == "events":
@@ -437,7 +461,7 @@ def _run(argv: Sequence[str] | None) -> int:
         return run(
             host=args.host,
             port=args.port,
-            token=args.token,
+            tokens=args.token,
             faults=args.faults,
             rate_limits=args.rate_limit,
             no_rate_limits=args.no_rate_limits,

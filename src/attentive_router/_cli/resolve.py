@@ -106,6 +106,9 @@ class Resolution:
         mapping: The destination's mapping options, resolved (flags over the file).
         rows: Every resolved value with its origin, for ``config check``.
         problems: What stops the command (an unset variable, a destination to choose).
+        warnings: What the command does that the operator may not expect (printed first).
+        each: With several destinations (``serve``, ``deliver``): each one's name, arguments
+            resolved as with ``--destination NAME``, and transform options.
     """
 
     config: LoadedConfig | None
@@ -113,6 +116,8 @@ class Resolution:
     mapping: Destination
     rows: list[Row] = field(factory=list)
     problems: list[str] = field(factory=list)
+    warnings: list[str] = field(factory=list)
+    each: list[tuple[str, argparse.Namespace, Config]] = field(factory=list)
 
     def transform_config(self) -> Config:
         """The transform options of the destination."""
@@ -181,24 +186,60 @@ def choose_destination(
             known = ", ".join(names) or "none"
             return [], [f"--destination {wanted}: {loaded.path} has no such destination ({known})"]
         return [wanted], []
-    if len(names) <= 1 or every:
+    if len(names) <= 1 or every or args.command in EVERY_DESTINATION:
         return names, []
-    if args.command == "serve":
-        return [], [serve_several(loaded.path, names)]
     choose = f"{loaded.path} has {len(names)} destinations ({', '.join(names)}): choose one"
-    return [], [f"{choose} with --destination NAME"]
+    why = " (a file of events is for one Attentive account)" if args.command == "send" else ""
+    if args.command in {"events", "dead-letters"}:
+        why = " (whose queue to read), or name the queue file with --queue PATH"
+    return [], [f"{choose} with --destination NAME{why}"]
 
 
-def serve_several(path: Path, names: list[str]) -> str:
-    """Why one ``serve`` cannot take a file with several destinations, and what to do."""
-    runs = "; ".join(
-        f"attentive-router serve --config {path} --destination {name} --port PORT" for name in names
-    )
+EVERY_DESTINATION = frozenset({"serve", "deliver"})
+"""Commands that work for every destination of the file when none is chosen."""
+
+
+def one_key_for_all(args: argparse.Namespace, given: set[str], names: list[str]) -> str | None:
+    """Why ``--token`` or ``--token-file`` cannot serve several destinations at once."""
+    flags = [
+        flag
+        for dest, flag in (("token", "--token"), ("token_file", "--token-file"))
+        if dest in given and getattr(args, dest, None)
+    ]
+    if len(names) > 1 and "queue" in given:
+        return (
+            f"--queue with {len(names)} destinations ({', '.join(names)}) would put every "
+            "account's events in one queue: each destination keeps its own (its queue in the "
+            "file), or choose one with --destination NAME"
+        )
+    if len(names) <= 1 or not flags:
+        return None
     return (
-        f"{path} has {len(names)} destinations ({', '.join(names)}): one serve process cannot "
-        "yet send each source's events to its own Attentive account. Run one serve per "
-        "destination, each on its own port; --destination NAME accepts only the write keys of "
-        f"the sources routed to NAME and delivers with NAME's key and queue: {runs}"
+        f"{' and '.join(flags)} with {len(names)} destinations ({', '.join(names)}) would send "
+        "every account's events with one API key: give each destination its own token_env or "
+        "token_file in the file, or choose one with --destination NAME"
+    )
+
+
+def global_token_warning(
+    loaded: LoadedConfig | None, names: list[str], environ: Mapping[str, str]
+) -> str | None:
+    """A warning when ``$ATTENTIVE_API_TOKEN`` is set but destinations name their own key."""
+    if loaded is None or not environ.get(TOKEN_ENV, "").strip():
+        return None
+    own = []
+    for name in names:
+        destination = loaded.file.destinations[name]
+        if destination.token_env is not None:
+            own.append(f"{name} (${destination.token_env})")
+        elif destination.token_file is not None:
+            own.append(f"{name} ({destination.token_file})")
+    if not own:
+        return None
+    return (
+        f"warning: ${TOKEN_ENV} is set, but {', '.join(own)} name their own key with "
+        f"token_env or token_file: they send with that key, not ${TOKEN_ENV} (which serves "
+        "only destinations without either); unset it to silence this warning"
     )
 
 
@@ -262,7 +303,19 @@ def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
         return Row(key, MASK, "flag --token")
     if "token_file" in given and args.token_file is not None:
         return Row(key, MASK, f"file {args.token_file} (flag --token-file)")
-    if environ.get(TOKEN_ENV, "").strip():
+    # A destination's own token_env or token_file wins over $ATTENTIVE_API_TOKEN: one global
+    # key must not send an account's shoppers with another account's key.
+    if destination.token_file is not None:
+        # Imported here: the key source brings the HTTP client, which resolving needs no more.
+        from attentive_router._delivery.keys import KeySource, KeySourceError  # noqa: PLC0415
+
+        try:
+            KeySource.from_file(destination.token_file)
+        except KeySourceError as error:
+            problems.append(f"{where}.token_file: {error}")
+            return Row(key, "(not readable)", f"file {destination.token_file} (token_file)")
+        return Row(key, MASK, f"file {destination.token_file} (token_file)")
+    if destination.token_env is None and environ.get(TOKEN_ENV, "").strip():
         return Row(key, MASK, f"env ${TOKEN_ENV}")
     if destination.token_env is not None:
         if environ.get(destination.token_env, "").strip():
@@ -272,7 +325,7 @@ def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
             "destination's Attentive API key"
         )
         return Row(key, "(not set)", f"env ${destination.token_env}")
-    return Row(key, "(none)", f"none: set token_env, ${TOKEN_ENV} or --token")
+    return Row(key, "(none)", f"none: set token_env, token_file, ${TOKEN_ENV} or --token")
 
 
 def _serve_rows(
@@ -408,8 +461,10 @@ def resolve(
             first = False
     if chosen and loaded is not None and not every:
         destination = loaded.file.destinations[chosen[0]]
-        if not {"token", "token_file"} & given and not environ.get(TOKEN_ENV, "").strip():
+        if not {"token", "token_file"} & given:
             args.token_env = destination.token_env
+            if destination.token_file is not None:
+                args.token_file = destination.token_file
     destination_rows, rows = rows, []
     if hasattr(args, "write_key"):
         values, more = _serve_rows(args, given, loaded, environ)
@@ -423,7 +478,46 @@ def resolve(
         if secrets is not None:
             args.webhook_secret = secrets
     rows += destination_rows
+    warnings: list[str] = []
+    each: list[tuple[str, argparse.Namespace, Config]] = []
     if loaded is not None:
         problems += [f"{loaded.path}: {problem}" for problem in found]
         args.config_in_use = (loaded.path, chosen[0] if len(chosen) == 1 else None, given)
-    return Resolution(loaded, chosen[0] if len(chosen) == 1 else None, mapping, rows, problems)
+        if hasattr(args, "token"):
+            warning = global_token_warning(loaded, chosen, environ)
+            warnings += [f"{loaded.path}: {warning}"] if warning else []
+            several = one_key_for_all(args, given, chosen)
+            problems += [several] if several and not every else []
+        if len(chosen) > 1 and not every and not problems:
+            each = _each(original, given, environ, chosen, problems)
+        args.each_destination = each
+    return Resolution(
+        loaded,
+        chosen[0] if len(chosen) == 1 else None,
+        mapping,
+        rows,
+        problems,
+        warnings,
+        each,
+    )
+
+
+def _each(
+    original: argparse.Namespace,
+    given: set[str],
+    environ: Mapping[str, str],
+    names: list[str],
+    problems: list[str],
+) -> list[tuple[str, argparse.Namespace, Config]]:
+    """Each destination resolved as with ``--destination NAME`` (its problems added)."""
+    each = []
+    for name in names:
+        args = argparse.Namespace(**vars(original))
+        args.destination = name
+        resolution = resolve(args, given, environ)
+        problems += [p for p in resolution.problems if p not in problems]
+        try:
+            each.append((name, args, resolution.transform_config()))
+        except ValueError as error:
+            problems.append(f"destinations.{name}: {error}")
+    return each

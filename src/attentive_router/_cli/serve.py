@@ -6,7 +6,7 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from attrs import evolve
 
@@ -23,6 +23,9 @@ from attentive_router._cli.delivery import (
 from attentive_router._cli.numbers import non_negative, port, positive
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
 from attentive_router._transform.options import Config
+
+if TYPE_CHECKING:
+    from attentive_router._ingest.server import DestinationSettings
 
 WRITE_KEYS_ENV = "ATTENTIVE_ROUTER_WRITE_KEYS"
 WEBHOOK_SECRETS_ENV = "ATTENTIVE_ROUTER_WEBHOOK_SECRETS"
@@ -251,7 +254,20 @@ def run_serve_command(
         return 2
     sender = None
     key_source = None
-    if not args.no_deliver:
+    destinations = []
+    each = getattr(args, "each_destination", [])
+    in_use = getattr(args, "config_in_use", None)
+    if not each and in_use is not None and in_use[1] is not None:
+        # One destination of the file: its name is recorded with its events all the same.
+        each = [(in_use[1], args, config)]
+    if each:
+        for name, resolved, mapping in each:
+            own = {parse_write_key(value)[1] for value in resolved.write_key}
+            route = _destination(args, name, resolved, mapping, own, stderr)
+            if route is None:
+                return 2
+            destinations.append(route)
+    elif not args.no_deliver:
         key_source = _key_source(args, stderr)
         if key_source is None:
             print(f"{prog}: (or run with --no-deliver to only queue events)", file=stderr)
@@ -275,5 +291,31 @@ def run_serve_command(
         webhook_secrets=secrets,
         key_source=key_source,
         key_retry=args.key_retry_interval,
+        destinations=destinations,
     )
     return run_serve(settings, stdout, stderr)
+
+
+def _destination(  # noqa: PLR0913, PLR0917 - the pieces of one destination
+    args: argparse.Namespace,
+    name: str,
+    resolved: argparse.Namespace,
+    config: Config,
+    sources: set[str],
+    stderr: IO[str],
+) -> DestinationSettings | None:
+    """One destination of the file: its queue, sender and key (None, said why, without a key)."""
+    from attentive_router._ingest.server import DestinationSettings  # noqa: PLC0415
+
+    if args.no_deliver:
+        return DestinationSettings(name, resolved.queue, None, frozenset(sources))
+    key_source = _key_source(resolved, stderr)
+    if key_source is None:
+        print(
+            f"{PROG} serve: destination {name}: no API key (or run with --no-deliver to only "
+            "queue events)",
+            file=stderr,
+        )
+        return None
+    sender = evolve(_settings(resolved, key_source.token, config), grace=args.grace)
+    return DestinationSettings(name, resolved.queue, sender, frozenset(sources), key_source)

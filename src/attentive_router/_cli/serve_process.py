@@ -38,8 +38,9 @@ class ServeProcess(ChildServer):
     def __init__(  # noqa: PLR0913 - one keyword per option
         self,
         *,
-        queue: str | os.PathLike[str],
+        queue: str | os.PathLike[str] | None,
         sandbox: SandboxProcess | None = None,
+        deliver: bool = False,
         write_keys: Sequence[str] = ("test-write-key",),
         args: Sequence[str] = (),
         startup_timeout: float = 20.0,
@@ -48,8 +49,10 @@ class ServeProcess(ChildServer):
         """Describe the server to start; ``start()`` (or ``with``) starts it.
 
         Args:
-            queue: The queue file.
-            sandbox: Deliver to this running sandbox; None runs ingest only (``--no-deliver``).
+            queue: The queue file (None: the configuration file's, given in ``args``).
+            sandbox: Deliver to this running sandbox; None runs ingest only (``--no-deliver``)
+                unless ``deliver``.
+            deliver: Deliver as the configuration file in ``args`` says (keys, URLs).
             write_keys: ``--write-key`` values (``KEY`` or ``NAME=KEY``); the first one's key is
                 ``write_key``.
             args: More command-line arguments for ``attentive-router serve``.
@@ -57,11 +60,14 @@ class ServeProcess(ChildServer):
             stop_timeout: Seconds to wait after SIGTERM before killing the process.
         """
         command = [sys.executable, "-m", "attentive_router", "serve", "--port", "0"]
-        command += ["--queue", os.fspath(queue), "--log-level", "warning"]
+        if queue is not None:
+            command += ["--queue", os.fspath(queue)]
+        command += ["--log-level", "warning"]
         for key in write_keys:
             command += ["--write-key", key]
         if sandbox is None:
-            command.append("--no-deliver")
+            if not deliver:
+                command.append("--no-deliver")
         else:
             command += ["--base-url", sandbox.url, "--token", sandbox.token]
         super().__init__([*command, *args], startup_timeout, stop_timeout)

@@ -6,7 +6,7 @@ from collections import Counter
 
 from attrs import define, field
 
-from attentive_router._transform.outcome import OUTCOME_NAMES, Mapped, Outcome
+from attentive_router._transform.outcome import OUTCOME_NAMES, Mapped, Outcome, Skipped
 
 
 @define
@@ -27,6 +27,8 @@ class Tally:
             self.endpoints.update(request.path for request in outcome.requests)
         else:
             self.reasons[kind, outcome.reason] += 1
+            if isinstance(outcome, Skipped):
+                self.warnings.update(warning.code for warning in outcome.warnings)
 
     def add_rejected(self, reason: str) -> None:
         """Count an input that was rejected before it reached the router."""

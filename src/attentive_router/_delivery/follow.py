@@ -10,23 +10,29 @@ the rest goes back to the queue unchanged. Finished events past the queue's rete
 pruned every hour, as ``serve`` does. What it does is said on a stream in a few lines:
 one when it starts, one per burst of settled events (at most one a minute while events keep
 coming), delivery problems as ``Health`` reports them, and a summary at the end. A failure of
-the queue's storage is reported and delivery starts again a few seconds later.
+the queue's storage is reported and delivery starts again a few seconds later. When Attentive
+refuses the API key, the key is checked again as ``serve`` does (``KeyCheck``: every
+``--key-retry-interval`` seconds, at once after SIGHUP, which reads ``--token-file`` again) and
+delivery resumes by itself once it is accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO
 
 import httpx
 from attrs import define, evolve, field
 
 from attentive_router._delivery.health import Health
-from attentive_router._delivery.job import Run, _stop_on_signals, report_line
+from attentive_router._delivery.job import Run, _nothing, _stop_on_signals, report_line
+from attentive_router._delivery.keycheck import KeyCheck
 from attentive_router._delivery.sender import (
     Paused,
     Sender,
@@ -61,6 +67,12 @@ class _Current:
     def __attrs_post_init__(self) -> None:
         self.health = Health(self.settings.base_url)
 
+    def use_token(self, token: str) -> None:
+        """Send with ``token`` from now on (read again on SIGHUP)."""
+        self.settings = evolve(self.settings, token=token)
+        if self.sender is not None:
+            self.sender.use_token(token)
+
 
 async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     queue: Queue,
@@ -73,6 +85,8 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     where: str = "the queue",
     client: httpx.AsyncClient | None = None,
     stop: asyncio.Event | None = None,
+    keys: KeyCheck | None = None,
+    signals: bool = True,
 ) -> Run:
     """Deliver from ``queue`` until ``stop`` (or SIGTERM, SIGINT), or a refused API key.
 
@@ -87,19 +101,27 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
         where: The queue's name in the first line.
         client: The HTTP client (default: one made for ``settings``).
         stop: Set it to stop, as SIGTERM does.
+        keys: The key's re-checks after a refusal (SIGHUP sets its ``hangup``); None: a
+            refused key ends the run.
+        signals: Handle SIGINT, SIGTERM (and SIGHUP for ``keys``) here; False leaves them
+            to the caller (several followers side by side).
 
     Returns:
-        The run: what was settled, what is left, and ``paused`` when the key was refused.
+        The run: what was settled, what is left, and ``paused`` when the key was refused
+        (and not accepted again before the stop).
         ``interrupted`` stays False: being stopped is how a follower ends.
     """
     started = time.monotonic()
     stop = stop or asyncio.Event()
-    restore = _stop_on_signals(stop)
+    restore = _stop_on_signals(stop) if signals else _nothing
     http = client or make_client(settings)
     current = _Current(evolve(settings, idle_wait=None))  # the watcher wakes the sender
 
     def say(text: str) -> None:
         print(f"attentive-router {label}: {text}", file=out, flush=True)
+
+    def note(level: int, text: str, _fields: Mapping[str, object]) -> None:
+        say(f"warning: {text}" if level in {logging.WARNING, logging.ERROR} else text)
 
     say(
         f"following {where}: delivering what is queued, then what is queued next "
@@ -111,14 +133,22 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
         asyncio.create_task(_report(queue, current, say, label=label, out=out, done=done)),
         asyncio.create_task(_prune_now_and_then(queue, stop)),
     ]
+    hangup = _nothing
+    if keys is not None:
+        keys.token = settings.token
+        keys.use_token = current.use_token
+        helpers.append(asyncio.create_task(keys.watch_hangups(stop, note)))
+        if signals:
+            hangup = _hangup_sets(keys.hangup)
     run = Run()
     try:
-        run.paused = await _deliver_until_stopped(queue, http, current, say, stop)
+        run.paused = await _deliver_until_stopped(queue, http, current, say, stop, keys, note)
     finally:
         stop.set()
         done.set()
         await asyncio.gather(*helpers, return_exceptions=True)
         restore()
+        hangup()
         if client is None:
             await http.aclose()
     run.stats = current.stats
@@ -130,14 +160,33 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     return run
 
 
-async def _deliver_until_stopped(
+def _hangup_sets(event: asyncio.Event) -> Callable[[], None]:
+    """Set ``event`` on SIGHUP; return a function that removes the handler."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, event.set)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return _nothing
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
+
+
+async def _deliver_until_stopped(  # noqa: PLR0913, PLR0917 - the follower's parts
     queue: Queue,
     http: httpx.AsyncClient,
     current: _Current,
     say: Callable[[str], None],
     stop: asyncio.Event,
+    keys: KeyCheck | None = None,
+    note: Callable[[int, str, Mapping[str, object]], None] | None = None,
 ) -> Paused | None:
-    """Run senders one after the other until a stop or a refused key; return the refusal."""
+    """Run senders one after the other until a stop, or a refused key not accepted again.
+
+    Return the refusal still in force, if any.
+    """
     while not stop.is_set():
         sender = Sender(queue, http, current.settings)
         sender.stats = current.stats
@@ -156,7 +205,12 @@ async def _deliver_until_stopped(
                 await asyncio.wait_for(stop.wait(), RESTART_AFTER)
             continue
         if sender.paused is not None:
-            return sender.paused
+            if keys is None or note is None:
+                return sender.paused
+            base_url = current.settings.base_url
+            if not await keys.pause(sender.paused, http, base_url, stop, note):
+                return sender.paused
+            current.settings = evolve(current.settings, token=keys.token)
     return None
 
 

@@ -187,6 +187,10 @@ async def _tick(progress: Progress, sender: Sender, total: Callable[[], int]) ->
         await asyncio.sleep(progress.interval)
 
 
+def _nothing() -> None:
+    """Nothing to restore."""
+
+
 def _stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
     """Set ``stop`` on SIGINT/SIGTERM; return a function that restores the handlers."""
     loop = asyncio.get_running_loop()
@@ -214,16 +218,18 @@ async def deliver(  # noqa: PLR0913 - optional parts are keyword-only
     progress: Progress | None = None,
     client: httpx.AsyncClient | None = None,
     stop: asyncio.Event | None = None,
+    signals: bool = True,
 ) -> Run:
     """Queue ``source`` (when given) while delivering everything queued; return the run.
 
     Events left in flight by a crash are queued again first. Ctrl-C or SIGTERM (or ``stop``)
     ends the run cleanly: what is in flight gets a grace period, the rest stays queued.
+    ``signals=False`` leaves SIGINT and SIGTERM to the caller (several runs side by side).
     """
     started = time.monotonic()
     run = Run()
     stop = stop or asyncio.Event()
-    restore = _stop_on_signals(stop)
+    restore = _stop_on_signals(stop) if signals else _nothing
     http = client or make_client(settings)
     sender = Sender(queue, http, settings)
     halt = asyncio.Event()

@@ -384,6 +384,8 @@ class Sender:
             )
         if not isinstance(outcome, Mapped):
             state = State.SKIPPED if isinstance(outcome, Skipped) else State.REJECTED
+            if isinstance(outcome, Skipped):
+                self.stats.warnings.update(warning.code for warning in outcome.warnings)
             return Settlement(
                 id=claim.id,
                 state=state,

@@ -2,12 +2,14 @@
 
 Counters are kept as plain numbers where the work happens (``IngestCounts`` here, the sender's
 ``Stats``) and turned into metric families when scraped, together with a snapshot of the queue.
+Every delivery and queue metric, and every count of events, carries a ``destination`` label:
+the Attentive account (each with its own queue, sender and key) the events are for.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from attrs import define, field, frozen
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -27,9 +29,12 @@ class IngestCounts:
     """What the ingest endpoints saw since the server started."""
 
     requests: Counter[tuple[str, int]] = field(factory=Counter)
-    received: Counter[str] = field(factory=Counter)
-    duplicates: Counter[str] = field(factory=Counter)
-    rejected: Counter[str] = field(factory=Counter)
+    received: Counter[tuple[str, str]] = field(factory=Counter)
+    """Events by (source, destination)."""
+    duplicates: Counter[tuple[str, str]] = field(factory=Counter)
+    """Duplicates by (source, destination)."""
+    rejected: Counter[tuple[str, str]] = field(factory=Counter)
+    """Events rejected at ingest by (destination, reason)."""
     browser: Counter[str] = field(factory=Counter)
     """What browsers asked besides events: settings served, 404s, refused origins, ..."""
 
@@ -42,13 +47,20 @@ class QueueSnapshot:
     oldest_queued_age: float | None
 
 
+@frozen
+class DestinationCounts:
+    """A destination and its sender's ``stats`` (None with ``--no-deliver``)."""
+
+    name: str
+    stats: Stats | None
+
+
 @define
 class Metrics:
-    """Everything ``/metrics`` reports; ``stats`` is the sender's (absent with ``--no-deliver``)."""
+    """Everything ``/metrics`` reports, for each of ``destinations``."""
 
+    destinations: list[DestinationCounts] = field(factory=list)
     ingest: IngestCounts = field(factory=IngestCounts)
-    stats: Stats | None = None
-    paused: bool = False
     registry: CollectorRegistry = field(factory=lambda: CollectorRegistry(auto_describe=True))
     latency: Histogram = field(init=False)
 
@@ -61,17 +73,24 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
 
-    def render(self, snapshot: QueueSnapshot) -> bytes:
-        """The exposition text, with ``snapshot`` as the queue's state."""
+    def render(self, snapshots: dict[str, QueueSnapshot], paused: Collection[str] = ()) -> bytes:
+        """The exposition text.
+
+        ``snapshots`` are the queues by destination, ``paused`` the destinations whose sending
+        is paused (their key refused).
+        """
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(self, snapshot))
+        registry.register(_Families(self, snapshots, paused))
         return generate_latest(self.registry) + generate_latest(registry)
 
 
 class _Families(Collector):
-    def __init__(self, metrics: Metrics, snapshot: QueueSnapshot) -> None:
+    def __init__(
+        self, metrics: Metrics, snapshots: dict[str, QueueSnapshot], paused: Collection[str]
+    ) -> None:
         self.metrics = metrics
-        self.snapshot = snapshot
+        self.snapshots = snapshots
+        self.paused = paused
 
     def collect(self) -> Iterator[Metric]:
         ingest = self.metrics.ingest
@@ -84,11 +103,14 @@ class _Families(Collector):
             requests.add_metric([endpoint, str(status)], count)
         yield requests
         yield _by_source(
-            "events_received", "Events in accepted ingest requests, by write key.", ingest.received
+            "events_received",
+            "Events in accepted ingest requests, by write key and destination.",
+            ingest.received,
         )
         yield _by_source(
             "events_duplicate",
-            "Received events already queued within the dedupe window (not stored again).",
+            "Received events already queued within the dedupe window (not stored again), by "
+            "write key and destination.",
             ingest.duplicates,
         )
         browser = CounterMetricFamily(
@@ -104,89 +126,92 @@ class _Families(Collector):
         yield from self._queue()
 
     def _outcomes(self) -> Iterator[Metric]:
-        stats = self.metrics.stats
         outcomes = CounterMetricFamily(
             _P + "events",
-            "Events that reached an outcome in this process, by outcome and reason "
+            "Events that reached an outcome in this process, by outcome, reason and destination "
             "(rejected at ingest, or settled by delivery).",
-            labels=["outcome", "reason"],
+            labels=["outcome", "reason", "destination"],
         )
-        totals: Counter[tuple[str, str]] = Counter()
-        for reason, count in self.metrics.ingest.rejected.items():
-            totals[State.REJECTED.label, reason] += count
-        if stats is not None:
+        totals: Counter[tuple[str, str, str]] = Counter()
+        for (destination, reason), count in self.metrics.ingest.rejected.items():
+            totals[State.REJECTED.label, reason, destination] += count
+        delivering = [(d.name, d.stats) for d in self.metrics.destinations if d.stats is not None]
+        for name, stats in delivering:
             for label, count in stats.outcomes.items():
                 with_reason = sum(n for (kind, _), n in stats.reasons.items() if kind == label)
                 if count > with_reason:
-                    totals[label, ""] += count - with_reason
-            for key, count in stats.reasons.items():
-                totals[key] += count
-        for (label, reason), count in sorted(totals.items()):
-            outcomes.add_metric([label, reason], count)
+                    totals[label, "", name] += count - with_reason
+            for (label, reason), count in stats.reasons.items():
+                totals[label, reason, name] += count
+        for labels, count in sorted(totals.items()):
+            outcomes.add_metric(list(labels), count)
         yield outcomes
-        if stats is None:
+        if not delivering:
             return
         answers = CounterMetricFamily(
             _P + "attentive_requests",
-            "Requests sent to Attentive, by endpoint and answer status (or transport error).",
-            labels=["endpoint", "status"],
+            "Requests sent to Attentive, by endpoint, answer status (or transport error) and "
+            "destination.",
+            labels=["endpoint", "status", "destination"],
         )
-        for (path, status), count in sorted(stats.endpoints.items()):
-            answers.add_metric([path, status], count)
-        yield answers
         errors = CounterMetricFamily(
             _P + "attentive_request_errors",
-            "Requests to Attentive that got no answer, by endpoint and cause (connection "
-            "refused, timeout, connection reset, unknown host, TLS error, connection error).",
-            labels=["endpoint", "cause"],
+            "Requests to Attentive that got no answer, by endpoint, cause (connection "
+            "refused, timeout, connection reset, unknown host, TLS error, connection error) "
+            "and destination.",
+            labels=["endpoint", "cause", "destination"],
         )
-        for (path, cause), count in sorted(stats.causes.items()):
-            errors.add_metric([path, cause], count)
-        yield errors
-        yield _counter("retries", "Retries scheduled after a failed attempt.", stats.retries)
-        yield _counter("throttled", "Answers 429 from Attentive.", stats.throttled)
-        yield _gauge(
-            "delivery_paused",
-            "1 when Attentive refused the API key and sending stopped.",
-            1.0 if self.metrics.paused else 0.0,
+        retries = _family("retries", "Retries scheduled after a failed attempt.", counter=True)
+        throttled = _family("throttled", "Answers 429 from Attentive.", counter=True)
+        paused = _family(
+            "delivery_paused", "1 when Attentive refused the API key and sending stopped."
         )
+        for name, stats in delivering:
+            for (path, status), count in sorted(stats.endpoints.items()):
+                answers.add_metric([path, status, name], count)
+            for (path, cause), count in sorted(stats.causes.items()):
+                errors.add_metric([path, cause, name], count)
+            retries.add_metric([name], stats.retries)
+            throttled.add_metric([name], stats.throttled)
+            paused.add_metric([name], 1.0 if name in self.paused else 0.0)
+        yield from (answers, errors, retries, throttled, paused)
 
     def _queue(self) -> Iterator[Metric]:
-        counts = self.snapshot.counts
-        yield _gauge(
-            "queue_up", "1 when the queue could be read for this scrape.", float(counts is not None)
-        )
-        if counts is None:
-            return
+        up = _family("queue_up", "1 when the queue could be read for this scrape.")
         states = GaugeMetricFamily(
-            _P + "queue_events", "Events in the queue file, by state.", labels=["state"]
+            _P + "queue_events",
+            "Events in the queue file, by state and destination.",
+            labels=["state", "destination"],
         )
-        for state in State:
-            states.add_metric([state.label], counts[state])
-        yield states
-        yield _gauge(
-            "queue_depth",
-            "Events waiting to be delivered (queued or in flight).",
-            counts[State.QUEUED] + counts[State.IN_FLIGHT],
-        )
-        yield _gauge("dead_letters", "Dead-lettered events in the queue.", counts[State.DEAD])
-        yield _gauge(
+        depth = _family("queue_depth", "Events waiting to be delivered (queued or in flight).")
+        dead = _family("dead_letters", "Dead-lettered events in the queue.")
+        age = _family(
             "oldest_queued_age_seconds",
             "Age of the oldest event still waiting to be delivered (0 when none).",
-            self.snapshot.oldest_queued_age or 0.0,
         )
+        for name, snapshot in sorted(self.snapshots.items()):
+            counts = snapshot.counts
+            up.add_metric([name], float(counts is not None))
+            if counts is None:
+                continue
+            for state in State:
+                states.add_metric([state.label, name], counts[state])
+            depth.add_metric([name], counts[State.QUEUED] + counts[State.IN_FLIGHT])
+            dead.add_metric([name], counts[State.DEAD])
+            age.add_metric([name], snapshot.oldest_queued_age or 0.0)
+        yield from (up, states, depth, dead, age)
 
 
-def _counter(name: str, documentation: str, value: float) -> Metric:
-    return CounterMetricFamily(_P + name, documentation, value=value)
+def _family(
+    name: str, documentation: str, *, counter: bool = False
+) -> CounterMetricFamily | GaugeMetricFamily:
+    """A metric family with one sample per destination."""
+    kind = CounterMetricFamily if counter else GaugeMetricFamily
+    return kind(_P + name, documentation + " By destination.", labels=["destination"])
 
 
-def _gauge(name: str, documentation: str, value: float) -> Metric:
-    return GaugeMetricFamily(_P + name, documentation, value=value)
-
-
-def _by_source(name: str, documentation: str, counts: Counter[str]) -> Metric:
-    family = CounterMetricFamily(_P + name, documentation, labels=["source"])
-    for source, count in sorted(counts.items()):
-        family.add_metric([source], count)
+def _by_source(name: str, documentation: str, counts: Counter[tuple[str, str]]) -> Metric:
+    family = CounterMetricFamily(_P + name, documentation, labels=["source", "destination"])
+    for (source, destination), count in sorted(counts.items()):
+        family.add_metric([source, destination], count)
     return family

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import logging
 import math
-import os
 import shlex
 import signal
 import socket
@@ -42,7 +41,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from attentive_router._delivery.follow import PRUNE_EVERY, REPORT_CHECK, RESTART_AFTER
 from attentive_router._delivery.health import Health, Report
 from attentive_router._delivery.job import QueueBusyError, delivery_lock
-from attentive_router._delivery.keys import PROBE_PATH, KeySource, KeySourceError, probe_key
+from attentive_router._delivery.keycheck import KeyCheck
+from attentive_router._delivery.keys import KeySource
 from attentive_router._delivery.sender import (
     Paused,
     Sender,
@@ -61,7 +61,7 @@ from attentive_router._ingest.browser import (
     settings_document,
 )
 from attentive_router._ingest.logs import configure, log
-from attentive_router._ingest.metrics import CONTENT_TYPE, Metrics, QueueSnapshot
+from attentive_router._ingest.metrics import CONTENT_TYPE, DestinationCounts, Metrics, QueueSnapshot
 from attentive_router._ingest.parse import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
@@ -77,7 +77,7 @@ from attentive_router._ingest.parse import (
     size_text,
     write_key_of,
 )
-from attentive_router._queue.interface import Queue, QueueError, State
+from attentive_router._queue.interface import QueueError, State
 from attentive_router._queue.sqlite import SQLiteQueue
 
 T = TypeVar("T")
@@ -104,8 +104,31 @@ CHECKPOINT_EVERY = 0.5
 """Seconds between WAL checkpoints, done off the request path."""
 
 
+DEFAULT_DESTINATION = "default"
+"""The name of the only destination when no configuration file names one (labels, /healthz)."""
+
+
 class ServeConfigError(ValueError):
     """A bad option for ``serve``."""
+
+
+@frozen
+class DestinationSettings:
+    """One Attentive account ``serve`` delivers to.
+
+    Attributes:
+        name: Its name in the configuration file (recorded with each event queued for it).
+        queue: Its own queue file.
+        sender: How to deliver to it; None runs ingest only.
+        sources: The source names (write keys) whose events it receives.
+        key_source: Where its API key came from (read again on SIGHUP).
+    """
+
+    name: str
+    queue: Path
+    sender: SenderSettings | None
+    sources: frozenset[str]
+    key_source: KeySource | None = None
 
 
 @frozen
@@ -127,6 +150,9 @@ class ServeSettings:
         analytics_js: The ``dist/umd`` folder of ``@segment/analytics-next`` to host; None: not.
         key_source: Where the API key came from (read again on SIGHUP).
         key_retry: Seconds between two checks of a key Attentive refused.
+        destinations: The Attentive accounts of a configuration file, each with its own
+            queue, sender and key; none: one destination made of ``queue``, ``sender`` and
+            ``key_source``, which receives every source's events.
     """
 
     keys: Mapping[str, str]
@@ -146,6 +172,20 @@ class ServeSettings:
     webhook_secrets: Mapping[str, str] = field(factory=dict)
     key_source: KeySource | None = None
     key_retry: float = 300.0
+    destinations: Sequence[DestinationSettings] = ()
+
+    def routes(self) -> tuple[DestinationSettings, ...]:
+        """The destinations, the implicit one when the settings name none."""
+        if self.destinations:
+            return tuple(self.destinations)
+        implicit = DestinationSettings(
+            DEFAULT_DESTINATION,
+            self.queue,
+            self.sender,
+            frozenset(self.keys.values()),
+            self.key_source,
+        )
+        return (implicit,)
 
 
 def parse_write_key(value: str) -> tuple[str, str]:
@@ -195,22 +235,47 @@ def parse_webhook_secrets(values: Iterable[str], names: Collection[str]) -> dict
 
 @define
 class _Delivery:
-    """The delivery side of the server, as the app and the metrics see it."""
+    """One destination's delivery side, as the app and the metrics see it."""
 
+    name: str
+    queue: SQLiteQueue
+    queue_path: Path
+    check: KeyCheck
+    delivering: bool = False
     stats: Stats = field(factory=Stats)
     health: Health = field(factory=lambda: Health(""))
     sender: Sender | None = None
-    paused: Paused | None = None
     state: str = "off"
-    remedy: str = ""
-    """What the operator can do about ``paused``."""
-    next_key_check: float | None = None
-    token: str = field(default="", repr=False)
-    """The API key in use (read again on SIGHUP)."""
-    recheck: asyncio.Event = field(factory=asyncio.Event)
-    """Set (after SIGHUP) to check the key now."""
-    hangup: asyncio.Event = field(factory=asyncio.Event)
-    """Set by SIGHUP."""
+    foreign: dict[str, int] = field(factory=dict)
+    """Events in the queue recorded for other destinations (left queued, never sent)."""
+
+    @property
+    def paused(self) -> Paused | None:
+        """Attentive's refusal of the key while sending is paused."""
+        return self.check.paused
+
+    def use_token(self, token: str) -> None:
+        """Send with ``token`` from now on (read again on SIGHUP)."""
+        if self.sender is not None:
+            self.sender.use_token(token)
+
+    def note(self, level: int, message: str, fields: Mapping[str, object]) -> None:
+        """A log line about this destination."""
+        extra: dict[str, Any] = {"destination": self.name, **fields}
+        log(level, message, **extra)
+
+    def foreign_problem(self) -> str | None:
+        """What to do about events recorded for other destinations, if there are any."""
+        if not self.foreign:
+            return None
+        named = ", ".join(f"{count:,} for {name!r}" for name, count in self.foreign.items())
+        return (
+            f"the queue {self.queue_path} of destination {self.name!r} holds events recorded "
+            f"for other destinations ({named}): they are not sent with {self.name!r}'s key and "
+            "stay queued. Point each destination at its own queue file again in the "
+            "configuration file (or deliver them with `attentive-router deliver --config FILE "
+            "--destination NAME --queue PATH` for the destination they name)"
+        )
 
 
 class Ingest:
@@ -218,17 +283,24 @@ class Ingest:
 
     def __init__(
         self,
-        queue: Queue,
+        deliveries: Sequence[_Delivery],
         settings: ServeSettings,
-        delivery: _Delivery,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.queue = queue
+        self.deliveries = list(deliveries)
+        self.routes = {
+            source: delivery
+            for delivery, route in zip(deliveries, settings.routes(), strict=True)
+            for source in route.sources
+        }
         self.keys = dict(settings.keys)
         self.secrets = dict(settings.webhook_secrets)
-        self.delivery = delivery
         self.clock = clock
-        self.metrics = Metrics(stats=delivery.stats if settings.sender else None)
+        self.metrics = Metrics(
+            destinations=[
+                DestinationCounts(d.name, d.stats if d.delivering else None) for d in deliveries
+            ]
+        )
         self.public_url = settings.public_url
         self.trust_proxy = settings.trust_proxy
         self.analytics_js = settings.analytics_js
@@ -319,20 +391,22 @@ class Ingest:
         else:
             prepared = prepare_batch(document, now, source, raw)
         events, rejections = prepared.events, prepared.rejections
+        delivery = self.routes[source]
+        fields["destination"] = delivery.name
         try:
-            result = await self.call(self.queue.put, events, now)
+            result = await self.call(delivery.queue.put, events, now)
         except QueueError as error:
             fields["error"] = str(error)
             raise BodyError(
                 503, "storage_unavailable", "the events could not be stored; send them again"
             ) from None
         counts = self.metrics.ingest
-        counts.received[source] += len(events)
-        counts.duplicates[source] += result.duplicates
+        counts.received[source, delivery.name] += len(events)
+        counts.duplicates[source, delivery.name] += result.duplicates
         for reason in result.rejected:
-            counts.rejected[reason] += 1
-        if self.delivery.sender is not None and result.accepted > len(result.rejected):
-            self.delivery.sender.notify()
+            counts.rejected[delivery.name, reason] += 1
+        if delivery.sender is not None and result.accepted > len(result.rejected):
+            delivery.sender.notify()
         fields.update(events=len(events), stored=result.accepted, duplicates=result.duplicates)
         answer: dict[str, Any] = {"success": True}
         if rejections:
@@ -345,41 +419,23 @@ class Ingest:
         return 200, answer
 
     async def healthz(self, _request: Request) -> Response:
-        """Liveness, with the delivery side's state."""
-        delivery = self.delivery
-        body: dict[str, Any] = {"status": "ok", "delivery": delivery.state}
-        if delivery.paused is not None:
-            body["status"] = "degraded"
-            body["problem"] = delivery.paused.explain(delivery.remedy)
-            if delivery.next_key_check is not None:
-                body["next_key_check"] = _iso(delivery.next_key_check)
-        elif delivery.state == "running":
-            problems = delivery.health.failing()
-            if problems:
-                body["status"] = "degraded"
-                body["problems"] = [
-                    {
-                        "endpoint": problem.endpoint,
-                        "target": problem.target,
-                        "cause": problem.cause,
-                        "since": _iso(problem.since),
-                        "failures": problem.failures,
-                        "last_error": problem.detail,
-                    }
-                    for problem in problems
-                ]
+        """Liveness, with each destination's delivery state (see ``health_body``)."""
+        body = health_body([_destination_health(d) for d in self.deliveries])
         return Response(orjson.dumps(body), 200, media_type="application/json")
 
     async def metrics_text(self, _request: Request) -> Response:
         """Prometheus text format."""
-        try:
-            counts = await self.call(self.queue.counts)
-            oldest = await self.call(self.queue.oldest_queued)
-        except QueueError:
-            counts, oldest = None, None
-        age = None if oldest is None else max(0.0, self.clock() - oldest)
-        self.metrics.paused = self.delivery.paused is not None
-        text = self.metrics.render(QueueSnapshot(counts, age))
+        snapshots = {}
+        for delivery in self.deliveries:
+            try:
+                counts = await self.call(delivery.queue.counts)
+                oldest = await self.call(delivery.queue.oldest_queued)
+            except QueueError:
+                counts, oldest = None, None
+            age = None if oldest is None else max(0.0, self.clock() - oldest)
+            snapshots[delivery.name] = QueueSnapshot(counts, age)
+        paused = {d.name for d in self.deliveries if d.paused is not None}
+        text = self.metrics.render(snapshots, paused)
         return Response(text, 200, media_type=CONTENT_TYPE)
 
     async def settings(self, request: Request) -> Response:
@@ -627,177 +683,135 @@ def _iso(moment: float) -> str:
     return f"{whole}Z"
 
 
-@frozen
-class _Keys:
-    """The API key's source and how often a refused key is checked again."""
-
-    source: KeySource | None
-    retry: float
-
-    def remedy(self) -> str:
-        """What the operator can do once Attentive refused the key."""
-        interval = f"{self.retry:g}"
-        checks = (
-            f"Serve checks the key again every {interval} s (GET {PROBE_PATH}, "
-            "--key-retry-interval) and resumes by itself, losing nothing"
-        )
-        source = self.source
-        if source is None:
-            return f"{checks}. To use another key, restart serve with it"
-        if source.changeable:
-            return (
-                f"{checks}. Fix the key in {source.describe()}, then `kill -HUP {os.getpid()}` "
-                "to read it again and check at once"
-            )
-        return (
-            f"{checks}. The key came from {source.describe()}, which cannot change while serve "
-            f"runs: to use another key, restart serve with it (--token-file PATH can be read "
-            f"again with `kill -HUP {os.getpid()}`)"
-        )
+STATE_ORDER = ("paused", "restarting", "running", "off")
+"""The top-level ``delivery`` of /healthz: the first of these that some destination is in."""
 
 
-def _reread_key(keys: _Keys, delivery: _Delivery) -> None:
-    """SIGHUP: read the key from its source again, and send with it from now on."""
-    source = keys.source
-    if source is None:
-        log(logging.INFO, "SIGHUP: nothing to read again (not delivering)")
-        return
-    if not source.changeable:
-        log(
-            logging.WARNING,
-            f"SIGHUP: the API key came from {source.describe()}, which cannot change while "
-            "serve runs; restart serve to use another key (or use --token-file)",
-            key_source=source.describe(),
-        )
-        return
-    try:
-        fresh = source.read()
-    except KeySourceError as error:
-        log(logging.ERROR, f"SIGHUP: {error}; still using the key read before")
-        return
-    changed = fresh.token != delivery.token
-    log(
-        logging.INFO,
-        "SIGHUP: read the API key again",
-        key_source=source.describe(),
-        changed=changed,
-    )
-    delivery.token = fresh.token
-    if changed and delivery.sender is not None:
-        delivery.sender.use_token(fresh.token)
+def _destination_health(delivery: _Delivery) -> dict[str, Any]:
+    """One destination's part of /healthz."""
+    body: dict[str, Any] = {"status": "ok", "delivery": delivery.state}
+    paused = delivery.paused
+    if paused is not None:
+        body["status"] = "degraded"
+        body["problem"] = paused.explain(delivery.check.remedy)
+        if delivery.check.next_check is not None:
+            body["next_key_check"] = _iso(delivery.check.next_check)
+    elif delivery.state == "running":
+        problems = delivery.health.failing()
+        if problems:
+            body["status"] = "degraded"
+            body["problems"] = [
+                {
+                    "endpoint": problem.endpoint,
+                    "target": problem.target,
+                    "cause": problem.cause,
+                    "since": _iso(problem.since),
+                    "failures": problem.failures,
+                    "last_error": problem.detail,
+                }
+                for problem in problems
+            ]
+    foreign = delivery.foreign_problem()
+    if foreign is not None:
+        body["status"] = "degraded"
+        body["other_destinations"] = foreign
+    return {"name": delivery.name, **body}
 
 
-async def _first(*events: asyncio.Event, seconds: float | None = None) -> None:
-    """Wait until one of ``events`` is set (or ``seconds`` pass)."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    _, others = await asyncio.wait(waiters, timeout=seconds, return_when="FIRST_COMPLETED")
-    for waiter in others:
-        waiter.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+def health_body(destinations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """/healthz: the worst of the destinations at the top, each one under ``destinations``.
 
-
-async def _watch_sighup(keys: _Keys, delivery: _Delivery, stop: asyncio.Event) -> None:
-    """Every SIGHUP: read the key again; while sending is paused, check it at once."""
-    while True:
-        await _first(delivery.hangup, stop)
-        if stop.is_set():
-            return
-        delivery.hangup.clear()
-        _reread_key(keys, delivery)
-        if delivery.paused is not None:
-            delivery.recheck.set()
-
-
-async def _await_valid_key(
-    client: Any, base_url: str, keys: _Keys, delivery: _Delivery, stop: asyncio.Event
-) -> bool:
-    """While sending is paused, check ``delivery.token`` until Attentive accepts it.
-
-    The check runs every ``keys.retry`` seconds, or at once after SIGHUP. True once the key is
-    accepted; False when stopping.
+    ``status`` is ``degraded`` when any destination is; ``delivery`` is the first of
+    ``STATE_ORDER`` some destination is in (``paused`` when any is paused). With one
+    destination the top level also carries its ``problem``, ``next_key_check`` and ``problems``
+    as before; with several, ``problem`` joins the paused ones' (each named) and ``problems``
+    lists every failing endpoint with its ``destination``.
     """
-    while not stop.is_set():
-        delivery.next_key_check = time.time() + keys.retry
-        await _first(stop, delivery.recheck, seconds=keys.retry)
-        if stop.is_set():
-            break
-        delivery.recheck.clear()
-        status, answer = await probe_key(client, base_url, delivery.token)
-        if status == 200:
-            return True
-        log(
-            logging.WARNING,
-            f"the API key is still refused: GET {PROBE_PATH} answered "
-            f"{status or 'nothing'}; sending stays paused",
-            answer=answer,
-            next_check_seconds=keys.retry,
-        )
-    return False
+    states = {d["delivery"] for d in destinations}
+    body: dict[str, Any] = {
+        "status": "degraded" if any(d["status"] != "ok" for d in destinations) else "ok",
+        "delivery": next((state for state in STATE_ORDER if state in states), "off"),
+    }
+    if len(destinations) == 1:
+        only = destinations[0]
+        body.update({k: only[k] for k in ("problem", "next_key_check", "problems") if k in only})
+    else:
+        paused = [f"{d['name']}: {d['problem']}" for d in destinations if "problem" in d]
+        if paused:
+            body["problem"] = " | ".join(paused)
+        failing = [
+            {"destination": d["name"], **problem}
+            for d in destinations
+            for problem in d.get("problems", ())
+        ]
+        if failing:
+            body["problems"] = failing
+    body["destinations"] = {
+        d["name"]: {k: v for k, v in d.items() if k != "name"} for d in destinations
+    }
+    return body
+
+
+async def _check_foreign(delivery: _Delivery) -> None:
+    """Count the queue's events recorded for other destinations; say so when there are some."""
+    try:
+        delivery.foreign = await asyncio.to_thread(delivery.queue.foreign)
+    except QueueError:
+        return  # the sender meets the failure too, and says so
+    problem = delivery.foreign_problem()
+    if problem is not None:
+        delivery.note(logging.ERROR, "events for another destination: " + problem, {})
 
 
 async def _deliver_forever(
-    queue: Queue,
-    settings: SenderSettings,
-    delivery: _Delivery,
-    stop: asyncio.Event,
-    keys: _Keys,
+    delivery: _Delivery, settings: SenderSettings, stop: asyncio.Event
 ) -> None:
-    """Run the sender until ``stop``.
+    """Run the destination's sender until ``stop``.
 
     It starts again after a storage failure, and once a key Attentive refused is accepted again.
     """
+    queue = delivery.queue
     client = make_client(settings)
     delivery.health = Health(settings.base_url)
-    delivery.token = settings.token
+    check = delivery.check
+    check.token = settings.token
     try:
         while not stop.is_set():
-            sender = Sender(queue, client, evolve(settings, token=delivery.token))
+            sender = Sender(queue, client, evolve(settings, token=check.token))
             sender.stats = delivery.stats
             sender.health = delivery.health
             delivery.sender = sender
             delivery.state = "running"
+            await _check_foreign(delivery)
             try:
                 await sender.call(queue.recover)
                 await sender.run(stop=stop, forever=True)
             except QueueError as error:
                 delivery.state = "restarting"
-                log(
+                delivery.note(
                     logging.ERROR,
                     "delivery stopped: the queue failed; starting again",
-                    error=scrub(str(error), delivery.token),
-                    seconds=RESTART_AFTER,
+                    {"error": scrub(str(error), check.token), "seconds": RESTART_AFTER},
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RESTART_AFTER)
                 continue
             if sender.paused is not None:
-                delivery.remedy = keys.remedy()
-                delivery.paused = sender.paused
                 delivery.state = "paused"
-                log(
-                    logging.CRITICAL,
-                    "SENDING PAUSED: " + sender.paused.explain(delivery.remedy),
-                    status=sender.paused.status,
-                    endpoint=sender.paused.path,
+                resumed = await check.pause(
+                    sender.paused, client, settings.base_url, stop, delivery.note
                 )
-                accepted = await _await_valid_key(client, settings.base_url, keys, delivery, stop)
-                delivery.next_key_check = None
-                if not accepted:
+                if not resumed:
                     break
-                delivery.paused = None
-                log(
-                    logging.WARNING,
-                    f"the API key is accepted again (GET {PROBE_PATH} answered 200): "
-                    "sending resumes",
-                )
     finally:
         delivery.state = "off"
         await client.aclose()
 
 
-def _log_report(report: Report, queue: Path) -> None:
+def _log_report(report: Report, queue: Path, destination: str) -> None:
     """One delivery problem (or its end) in the log."""
     fields: dict[str, Any] = {
+        "destination": destination,
         "endpoint": report.endpoint,
         "count": report.count,
     }
@@ -816,26 +830,27 @@ def _log_report(report: Report, queue: Path) -> None:
     log(logging.WARNING, "delivery failing: " + report.text(), **fields)
 
 
-async def _report_now_and_then(delivery: _Delivery, queue: Path, stop: asyncio.Event) -> None:
+async def _report_now_and_then(delivery: _Delivery, stop: asyncio.Event) -> None:
     """Log the delivery problems ``Health`` has due, a few lines a minute at most."""
+    queue = delivery.queue_path.resolve()
     while not stop.is_set():
         for report in delivery.health.reports(time.time()):
-            _log_report(report, queue)
+            _log_report(report, queue, delivery.name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), REPORT_CHECK)
     for report in delivery.health.reports(time.time()):
-        _log_report(report, queue)
+        _log_report(report, queue, delivery.name)
 
 
-async def _prune_now_and_then(ingest: Ingest, stop: asyncio.Event) -> None:
+async def _prune_now_and_then(ingest: Ingest, delivery: _Delivery, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            forgotten = await ingest.call(ingest.queue.prune, time.time())
+            forgotten = await ingest.call(delivery.queue.prune, time.time())
         except QueueError as error:
-            log(logging.ERROR, "could not prune the queue", error=str(error))
+            delivery.note(logging.ERROR, "could not prune the queue", {"error": str(error)})
         else:
             if forgotten:
-                log(logging.INFO, "pruned finished events", events=forgotten)
+                delivery.note(logging.INFO, "pruned finished events", {"events": forgotten})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), PRUNE_EVERY)
 
@@ -857,11 +872,24 @@ class _Server(uvicorn.Server):
             self._announce()
 
 
+def _mode(settings: ServeSettings) -> str:
+    """What the server does with the events, for its first line."""
+    routes = settings.routes()
+    delivering = [route for route in routes if route.sender is not None]
+    if not delivering:
+        return "ingest only"
+    if not settings.destinations:
+        return f"delivering to {delivering[0].sender.base_url}"  # type: ignore[union-attr]
+    return "delivering to " + ", ".join(
+        f"{route.name} at {route.sender.base_url}"  # type: ignore[union-attr]
+        for route in delivering
+    )
+
+
 async def _serve(
-    settings: ServeSettings, queue: Queue, sock: socket.socket, stdout: IO[str]
+    settings: ServeSettings, deliveries: Sequence[_Delivery], sock: socket.socket, stdout: IO[str]
 ) -> None:
-    delivery = _Delivery()
-    ingest = Ingest(queue, settings, delivery)
+    ingest = Ingest(deliveries, settings)
     app = create_app(ingest, settings.cors_origins)
     config = uvicorn.Config(
         app,
@@ -877,7 +905,7 @@ async def _serve(
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
-    mode = f"delivering to {settings.sender.base_url}" if settings.sender else "ingest only"
+    mode = _mode(settings)
 
     def announce() -> None:
         print(f"attentive-router serving on {url} ({mode})", file=stdout, flush=True)
@@ -888,7 +916,11 @@ async def _serve(
             write_keys=sorted(set(settings.keys.values())),
             webhook_secrets=sorted(set(settings.webhook_secrets.values())),
             delivery=mode,
-            queue=str(settings.queue),
+            queue=str(settings.queue) if not settings.destinations else None,
+            destinations={
+                route.name: {"queue": str(route.queue), "sources": sorted(route.sources)}
+                for route in settings.routes()
+            },
             cors_origins=list(settings.cors_origins),
             public_url=None
             if settings.public_url is None
@@ -907,22 +939,24 @@ async def _serve(
         server.handle_exit(signum, None)
         stop.set()
 
+    def _on_hangup() -> None:
+        for delivery in deliveries:
+            delivery.check.hangup.set()
+
     loop = asyncio.get_running_loop()
     signals = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _on_signal, signum)
         signals.append(signum)
-    tasks = [asyncio.create_task(_prune_now_and_then(ingest, stop))]
-    loop.add_signal_handler(signal.SIGHUP, delivery.hangup.set)
+    loop.add_signal_handler(signal.SIGHUP, _on_hangup)
     signals.append(signal.SIGHUP)
-    keys = _Keys(settings.key_source, settings.key_retry)
-    tasks.append(asyncio.create_task(_watch_sighup(keys, delivery, stop)))
-    if settings.sender is not None:
-        tasks.append(
-            asyncio.create_task(_deliver_forever(queue, settings.sender, delivery, stop, keys))
-        )
-        queue_path = settings.queue.resolve()
-        tasks.append(asyncio.create_task(_report_now_and_then(delivery, queue_path, stop)))
+    tasks = []
+    for delivery, route in zip(deliveries, settings.routes(), strict=True):
+        tasks.append(asyncio.create_task(_prune_now_and_then(ingest, delivery, stop)))
+        tasks.append(asyncio.create_task(delivery.check.watch_hangups(stop, delivery.note)))
+        if route.sender is not None:
+            tasks.append(asyncio.create_task(_deliver_forever(delivery, route.sender, stop)))
+            tasks.append(asyncio.create_task(_report_now_and_then(delivery, stop)))
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -932,14 +966,13 @@ async def _serve(
         for signum in signals:
             loop.remove_signal_handler(signum)
         ingest.close()
-    stats = delivery.stats
     log(
         logging.INFO,
         "stopped",
         requests=sum(ingest.metrics.ingest.requests.values()),
         events_received=sum(ingest.metrics.ingest.received.values()),
-        delivered=stats.outcomes[State.DELIVERED.label],
-        attentive_requests=stats.requests,
+        delivered=sum(d.stats.outcomes[State.DELIVERED.label] for d in deliveries),
+        attentive_requests=sum(d.stats.requests for d in deliveries),
     )
 
 
@@ -966,27 +999,46 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _open(settings: ServeSettings, route: DestinationSettings) -> SQLiteQueue:
+    return SQLiteQueue(
+        route.queue,
+        dedupe_window=settings.dedupe_window,
+        busy_timeout=settings.busy_timeout,
+        checkpoint_every=CHECKPOINT_EVERY,
+        destination=route.name if settings.destinations else None,
+    )
+
+
 def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``serve`` until SIGINT or SIGTERM; return the exit status."""
     prog = "attentive-router serve"
     configure(settings.log_level, settings.log_format, stderr)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    try:
-        queue = SQLiteQueue(
-            settings.queue,
-            dedupe_window=settings.dedupe_window,
-            busy_timeout=settings.busy_timeout,
-            checkpoint_every=CHECKPOINT_EVERY,
-        )
-    except QueueError as error:
-        print(f"{prog}: {error}", file=stderr)
-        return 2
-    for warning in queue.warnings:
-        log(logging.WARNING, warning, queue=str(settings.queue))
+    deliveries: list[_Delivery] = []
     try:
         with contextlib.ExitStack() as stack:
-            if settings.sender is not None:
-                stack.enter_context(delivery_lock(settings.queue))
+            for route in settings.routes():
+                try:
+                    queue = _open(settings, route)
+                except QueueError as error:
+                    print(f"{prog}: {error}", file=stderr)
+                    return 2
+                stack.callback(queue.close)
+                for warning in queue.warnings:
+                    log(logging.WARNING, warning, queue=str(route.queue), destination=route.name)
+                if route.sender is not None:
+                    stack.enter_context(delivery_lock(route.queue))
+                delivery = _Delivery(
+                    route.name,
+                    queue,
+                    route.queue,
+                    KeyCheck(route.key_source, settings.key_retry),
+                    delivering=route.sender is not None,
+                )
+                delivery.check.use_token = delivery.use_token
+                if route.sender is not None:
+                    delivery.check.token = route.sender.token
+                deliveries.append(delivery)
             try:
                 sock = _bind(settings.host, settings.port)
             except OSError as error:
@@ -998,10 +1050,8 @@ def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
                 return 2
             stack.callback(sock.close)
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(_serve(settings, queue, sock, stdout))
+                runner.run(_serve(settings, deliveries, sock, stdout))
     except QueueBusyError as error:
         print(f"{prog}: {error} (or run this server with --no-deliver)", file=stderr)
         return 2
-    finally:
-        queue.close()
     return 0

@@ -167,6 +167,8 @@ class Record:
     request: bytes | None
     line: int | None = None
     index: int | None = None
+    destination: str | None = None
+    """The destination the event was queued for; None in a queue written without one."""
 
 
 class Queue(Protocol):

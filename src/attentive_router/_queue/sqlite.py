@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS events (
     endpoint TEXT,
     request BLOB,
     input_line INTEGER,
-    input_index INTEGER
+    input_index INTEGER,
+    destination TEXT
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (next_attempt_at, id) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS events_open_by_user ON events (user, id) WHERE state IN (0, 1);
@@ -69,22 +70,24 @@ CREATE TABLE IF NOT EXISTS seen (
 _COLUMNS = (
     "id, key, source, user, state, event, received_at, attempts, throttles, done, "
     "first_attempt_at, last_attempt_at, next_attempt_at, status, response, reason, message, "
-    "endpoint, request, input_line, input_index"
+    "endpoint, request, input_line, input_index, destination"
 )
 
-_ADDED_COLUMNS = {"input_line": "INTEGER", "input_index": "INTEGER"}
+_ADDED_COLUMNS = {"input_line": "INTEGER", "input_index": "INTEGER", "destination": "TEXT"}
 """Columns newer than the first version of the file, added to older files when opened."""
 
-# Due: queued, its time has come, no earlier event of the same user is still open, and no
-# event of the user is in flight (a replayed dead letter may be older than one in flight).
-_DUE = """
-    q.state = 0 AND q.next_attempt_at <= :now AND NOT EXISTS (
+# Due: queued, its time has come, recorded for this queue's destination (or for none), no
+# earlier event of the same user is still open, and no event of the user is in flight (a
+# replayed dead letter may be older than one in flight).
+_OURS = "(:destination IS NULL OR q.destination IS NULL OR q.destination = :destination)"
+_DUE = f"""
+    q.state = 0 AND q.next_attempt_at <= :now AND {_OURS} AND NOT EXISTS (
         SELECT 1 FROM events AS p
         WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
     ) AND NOT EXISTS (
         SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
     )
-"""
+"""  # noqa: S608 - constant SQL, values are bound
 
 _CLAIM = f"""
 UPDATE events SET state = 1 WHERE id IN (
@@ -95,13 +98,19 @@ RETURNING id, key, event, received_at, attempts, throttles, first_attempt_at, do
 
 # Earliest time at which some user's first open event becomes due (users whose first open
 # event is in flight are waiting on the sender, not on the clock).
-_NEXT_DUE = """
+_NEXT_DUE = f"""
 SELECT min(q.next_attempt_at) FROM events AS q
-WHERE q.state = 0 AND NOT EXISTS (
+WHERE q.state = 0 AND {_OURS} AND NOT EXISTS (
     SELECT 1 FROM events AS p WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
 ) AND NOT EXISTS (
     SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
 )
+"""  # noqa: S608 - constant SQL, values are bound
+
+_FOREIGN = """
+SELECT destination, count(*) FROM events
+WHERE state IN (0, 1) AND destination IS NOT NULL AND destination != ?
+GROUP BY destination ORDER BY destination
 """
 
 _SETTLE = """
@@ -118,7 +127,7 @@ WHERE id = :id AND state = 1
 T = TypeVar("T")
 
 _ROWS_PER_STATEMENT = 250
-"""Rows per multi-row INSERT (12 values each: well inside SQLite's limit on parameters)."""
+"""Rows per multi-row INSERT (13 values each: well inside SQLite's limit on parameters)."""
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -145,6 +154,11 @@ class SQLiteQueue:
         checkpoint_every: When given, a background thread checkpoints the WAL at this interval
             (seconds) instead of the commit that crosses SQLite's threshold (for a server,
             whose commits keep clients waiting).
+        destination: The destination (Attentive account) the queue holds events for: ``put``
+            records it with each event, and ``claim`` hands out only events recorded for it
+            (or for none: rows written without a destination belong to the queue's only one).
+            Events recorded for another destination stay queued (``foreign`` counts them).
+            None: no name is recorded and every event is handed out.
 
     ``counts`` and ``oldest_queued`` read through a second connection: in WAL mode a reader
     never waits for a writer, so a metrics scrape does not hold up events being queued.
@@ -155,7 +169,7 @@ class SQLiteQueue:
     readable by others); the commands show it.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the options are keyword-only
         self,
         path: str | Path,
         *,
@@ -163,8 +177,10 @@ class SQLiteQueue:
         retention: float = DEFAULT_RETENTION,
         busy_timeout: float = 10.0,
         checkpoint_every: float | None = None,
+        destination: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.destination = destination
         self.dedupe_window = dedupe_window
         self.retention = retention
         self._lock = threading.Lock()
@@ -304,7 +320,7 @@ class SQLiteQueue:
                 for item in chunk:
                     params += (item.source, item.key, now)
                 db.execute(f"INSERT OR REPLACE INTO seen (source, key, at) VALUES {marks}", params)  # noqa: S608
-                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 params = []
                 for item in chunk:
                     if item.rejected is None:
@@ -314,10 +330,11 @@ class SQLiteQueue:
                         params += (item.key, item.source, item.user, int(State.REJECTED))
                         params += (item.event, item.received_at, item.received_at, now)
                         params += item.rejected
-                    params += (item.line, item.index)
+                    params += (item.line, item.index, self.destination)
                 db.execute(
                     "INSERT INTO events (key, source, user, state, event, received_at, "  # noqa: S608 - placeholders only
-                    "next_attempt_at, settled_at, reason, message, input_line, input_index) "
+                    "next_attempt_at, settled_at, reason, message, input_line, input_index, "
+                    "destination) "
                     f"VALUES {marks}",
                     params,
                 )
@@ -327,7 +344,9 @@ class SQLiteQueue:
     def claim(self, now: float, limit: int) -> list[Claim]:
         """Mark up to ``limit`` due events in flight and return them in id order."""
         with self._transaction() as db:
-            rows = db.execute(_CLAIM, {"now": now, "limit": limit}).fetchall()
+            rows = db.execute(
+                _CLAIM, {"now": now, "limit": limit, "destination": self.destination}
+            ).fetchall()
         return sorted((Claim(*row) for row in rows), key=lambda claim: claim.id)
 
     def settle(self, settlements: Sequence[Settlement]) -> None:
@@ -370,8 +389,22 @@ class SQLiteQueue:
 
     def next_due(self) -> float | None:
         """The earliest time some queued event can be claimed, or None."""
-        value = self._read(lambda db: db.execute(_NEXT_DUE).fetchone()[0])
+        value = self._read(
+            lambda db: db.execute(_NEXT_DUE, {"destination": self.destination}).fetchone()[0]
+        )
         return None if value is None else float(value)
+
+    def foreign(self) -> dict[str, int]:
+        """Events waiting to be delivered that are recorded for another destination, by name.
+
+        They are never claimed: a queue file moved from one destination to another in the
+        configuration must not send one account's events with another account's key. Empty
+        when the queue has no destination (``destination=None``).
+        """
+        if self.destination is None:
+            return {}
+        rows = self._snapshot(lambda db: db.execute(_FOREIGN, (self.destination,)).fetchall())
+        return {str(name): int(count) for name, count in rows}
 
     def data_version(self) -> int:
         """A number that changes whenever some other connection commits to the file.

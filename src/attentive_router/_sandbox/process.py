@@ -27,7 +27,8 @@ import orjson
 from attentive_router._sandbox.child import ChildServer, ChildServerError
 
 _ANNOUNCEMENT = re.compile(
-    r"^attentive sandbox listening on (?P<url>http://\S+) \(token: (?P<token>\S+)\)$", re.MULTILINE
+    r"^attentive sandbox listening on (?P<url>http://\S+) \(tokens?: (?P<tokens>\S+(?:, \S+)*)\)$",
+    re.MULTILINE,
 )
 
 
@@ -46,6 +47,7 @@ class SandboxProcess(ChildServer):
         self,
         *,
         token: str | None = None,
+        more_tokens: Sequence[str] = (),
         faults: Mapping[str, Any] | None = None,
         rate_limits: Mapping[str, int] | None = None,
         no_rate_limits: bool = False,
@@ -59,6 +61,7 @@ class SandboxProcess(ChildServer):
         Args:
             token: The bearer token the sandbox accepts (default: its own default,
                 ``sandbox-token``, or ``$ATTENTIVE_SANDBOX_TOKEN``).
+            more_tokens: Further tokens accepted, each an account with its own rate limits.
             faults: Faults in effect from the start (see ``attentive-router sandbox --help``).
             rate_limits: Requests per second for some endpoints, by path.
             no_rate_limits: Turn rate limiting off (for throughput measurements).
@@ -70,6 +73,10 @@ class SandboxProcess(ChildServer):
         command = [sys.executable, "-m", "attentive_router", "sandbox", "--port", "0"]
         if token is not None:
             command += ["--token", token]
+        elif more_tokens:
+            raise SandboxError("more_tokens needs token: the first token to accept")
+        for more in more_tokens:
+            command += ["--token", more]
         if faults is not None:
             command += ["--faults", _dumps(faults)]
         for path, limit in (rate_limits or {}).items():
@@ -79,17 +86,22 @@ class SandboxProcess(ChildServer):
         if record is not None:
             command += ["--record", os.fspath(record)]
         super().__init__([*command, *args], startup_timeout, stop_timeout)
-        self._token = ""
+        self._tokens: list[str] = []
 
     def _announced(self, match: re.Match[str]) -> None:
-        self._token = match["token"]
+        self._tokens = match["tokens"].split(", ")
 
     @property
     def token(self) -> str:
-        """The bearer token the sandbox accepts, as it announced it."""
-        if not self._token:
+        """The (first) bearer token the sandbox accepts, as it announced it."""
+        return self.tokens[0]
+
+    @property
+    def tokens(self) -> list[str]:
+        """Every bearer token the sandbox accepts, as it announced them."""
+        if not self._tokens:
             raise SandboxError("the sandbox is not running")
-        return self._token
+        return list(self._tokens)
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -104,9 +116,14 @@ class SandboxProcess(ChildServer):
             raise SandboxError(f"{method} /_sandbox/{path}: {response.status_code} {response.text}")
         return response
 
-    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
-        """The accepted requests (``seq``, ``path``, ``body``, ``received_at``, ``fault``)."""
+    def requests(self, path: str | None = None, token: str | None = None) -> list[dict[str, Any]]:
+        """The accepted requests, to ``path`` and with ``token`` when given.
+
+        Each has ``seq``, ``path``, ``body``, ``received_at``, ``fault`` and ``token``.
+        """
         params = {} if path is None else {"path": path}
+        if token is not None:
+            params["token"] = token
         result: list[dict[str, Any]] = self._admin("GET", "requests", params=params).json()
         return result
 
@@ -128,7 +145,7 @@ class SandboxProcess(ChildServer):
             time.sleep(0.02)
 
     def stats(self) -> dict[str, Any]:
-        """Counts of the answers: ``received`` (path to status to count), ``accepted``, ..."""
+        """Counts of the answers: ``received`` and ``keys`` (path, token -> status -> count)..."""
         result: dict[str, Any] = self._admin("GET", "stats").json()
         return result
 

@@ -5,8 +5,13 @@ only. Each ``POST`` goes through the checks Attentive makes, in this order: the 
 (401), injected faults (see ``faults``), the per-endpoint rate limit (429, a token
 bucket refilled at the limit per second), a JSON object body (400) and the project's JSON
 Schema of that endpoint's body (400, naming each offending field). A request that passes is
-recorded and answered 200 (202 for Identity). ``GET /v1/me`` checks the token and names a
-made-up application; of the faults, only ``status_for_all`` applies to it.
+recorded, with the key it carried and when it arrived, and answered 200 (202 for Identity).
+
+``GET /v1/me`` checks the token and names a made-up application; of the faults, only
+``status_for_all`` applies to it.
+
+The sandbox may accept several keys, one per account: as at Attentive, each key has its own
+rate limit per endpoint, and the records and counts say which key each request carried.
 
 A "timeout" fault holds the request for ``hang_seconds`` and then processes it, and a "reset"
 fault processes it and then cuts the response off: like the real service, the request may
@@ -98,12 +103,14 @@ class SandboxSettings:
 
     Attributes:
         token: The bearer token requests must carry.
+        more_tokens: Further tokens accepted, each an account with its own rate buckets.
         faults: The faults in effect at start.
         rate_limits: Requests per second per path; ``None`` turns rate limiting off.
         record: File each accepted request is appended to, as one NDJSON line.
     """
 
     token: str = DEFAULT_TOKEN
+    more_tokens: tuple[str, ...] = ()
     faults: Faults = field(factory=Faults)
     rate_limits: Mapping[str, int] | None = field(factory=lambda: dict(DEFAULT_RATE_LIMITS))
     record: Path | None = None
@@ -133,6 +140,15 @@ class _Bucket:
             "x-ratelimit-limit": str(self.limit),
             "x-ratelimit-remaining": str(int(self.tokens)),
         }
+
+
+@frozen
+class _Arrival:
+    """Who sent a request that got past the key check (``key``), when, and its fault."""
+
+    key: str
+    received_at: str
+    fault: FaultKind | None
 
 
 class _Invalid:
@@ -188,7 +204,7 @@ class Sandbox:
         """Start from ``settings``; open the record file if there is one."""
         self.settings = settings
         self._record_file = settings.record.open("ab") if settings.record else None
-        self._token = settings.token.encode()
+        self._tokens = [t.encode() for t in (settings.token, *settings.more_tokens)]
         self._stopping = asyncio.Event()
         self.reset()
 
@@ -197,10 +213,10 @@ class Sandbox:
         self.injector = FaultInjector(self.settings.faults)
         self.records: list[dict[str, Any]] = []
         self.received: dict[str, Counter[str]] = {}
+        self.by_key: dict[str, Counter[str]] = {}
         self.injected: Counter[str] = Counter()
         self.total = 0
-        limits = self.settings.rate_limits or {}
-        self._buckets = {path: _Bucket(limit) for path, limit in limits.items()}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
 
     def close(self) -> None:
         """Close the record file."""
@@ -208,21 +224,39 @@ class Sandbox:
             self._record_file.close()
 
     def stats(self) -> dict[str, Any]:
-        """Counts of the answers given: per path and status, accepted, total, faults injected."""
+        """Counts of the answers: per path and status, per key and status, accepted, total, ...
+
+        ``keys`` counts the answers to the ``POST`` requests that carried an accepted key.
+        """
         return {
             "received": {path: dict(counts) for path, counts in self.received.items()},
+            "keys": {key: dict(counts) for key, counts in self.by_key.items()},
             "accepted": len(self.records),
             "total": self.total,
             "injected": dict(self.injected),
         }
 
-    def _authorized(self, request: Request) -> bool:
+    def _key(self, request: Request) -> str | None:
+        """The accepted key the request carries as its bearer token, else ``None``."""
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         given = credential.strip().encode()
-        return scheme.lower() == "bearer" and secrets.compare_digest(given, self._token)
+        if scheme.lower() != "bearer":
+            return None
+        # Compared with every key, so that the time taken does not say which one matched.
+        matches = [secrets.compare_digest(given, token) for token in self._tokens]
+        return given.decode() if any(matches) else None
 
-    def _count(self, path: str, status: str) -> None:
+    def _bucket(self, key: str, path: str) -> _Bucket | None:
+        """The rate bucket of ``key`` at ``path`` (each key has its own), if ``path`` has one."""
+        limit = (self.settings.rate_limits or {}).get(path)
+        if limit is None:
+            return None
+        return self._buckets.setdefault((key, path), _Bucket(limit))
+
+    def _count(self, path: str, status: str, key: str | None = None) -> None:
         self.received.setdefault(path, Counter())[status] += 1
+        if key is not None:
+            self.by_key.setdefault(key, Counter())[status] += 1
         self.total += 1
 
     def event_handler(
@@ -231,16 +265,19 @@ class Sandbox:
         """Return the handler of ``POST path``."""
 
         async def handle(request: Request) -> Response:
-            response = await self._event(request, path, endpoint)
+            key = self._key(request)
+            response = await self._event(request, path, endpoint, key)
             cut = isinstance(response, _CutOffResponse)
-            self._count(path, "reset" if cut else str(response.status_code))
+            self._count(path, "reset" if cut else str(response.status_code), key)
             return response
 
         return handle
 
-    async def _event(self, request: Request, path: str, endpoint: Endpoint) -> Response:
+    async def _event(
+        self, request: Request, path: str, endpoint: Endpoint, key: str | None
+    ) -> Response:
         received_at = _now()
-        if not self._authorized(request):
+        if key is None:
             return _error(401, "unauthorized", "missing or invalid bearer token")
         raw = await request.body()
         body: object
@@ -254,8 +291,9 @@ class Sandbox:
         if decision.delay and await self._stopped_during(decision.delay):
             return _error(503, "stopping", "the sandbox is shutting down")
         if decision.status is not None:
-            return self._injected(path, decision.status)
-        response = self._process(path, endpoint, body, received_at, decision.fault)
+            return self._injected(key, path, decision.status)
+        arrival = _Arrival(key, received_at, decision.fault)
+        response = self._process(path, endpoint, body, arrival)
         return _CutOffResponse(response) if decision.reset else response
 
     async def _stopped_during(self, delay: float) -> bool:
@@ -269,21 +307,19 @@ class Sandbox:
         """End every delay and hang at once: the server is shutting down."""
         self._stopping.set()
 
-    def _injected(self, path: str, status: int) -> Response:
+    def _injected(self, key: str, path: str, status: int) -> Response:
         headers: dict[str, str] = {}
         if status == 429:
-            bucket = self._buckets.get(path)
+            bucket = self._bucket(key, path)
             limit = bucket.limit if bucket else DEFAULT_RATE_LIMITS.get(path, 150)
             headers = {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": "0"}
             if self.injector.faults.retry_after is not None:
                 headers["retry-after"] = self.injector.faults.retry_after
         return _json({"error": "injected", "status": status}, status, headers)
 
-    def _process(
-        self, path: str, endpoint: Endpoint, body: object, received_at: str, fault: FaultKind | None
-    ) -> Response:
+    def _process(self, path: str, endpoint: Endpoint, body: object, arrival: _Arrival) -> Response:
         headers: dict[str, str] = {}
-        bucket = self._buckets.get(path)
+        bucket = self._bucket(arrival.key, path)
         if bucket is not None:
             allowed = bucket.take()
             headers = bucket.headers()
@@ -312,8 +348,9 @@ class Sandbox:
             "seq": len(self.records) + 1,
             "path": path,
             "body": body,
-            "received_at": received_at,
-            "fault": fault,
+            "received_at": arrival.received_at,
+            "fault": arrival.fault,
+            "token": arrival.key,
         }
         self.records.append(record)
         if self._record_file is not None:
@@ -323,7 +360,7 @@ class Sandbox:
 
     async def me(self, request: Request) -> Response:
         """``GET /v1/me``: the application the token belongs to."""
-        if not self._authorized(request):
+        if self._key(request) is None:
             return _error(401, "unauthorized", "missing or invalid bearer token")
         status = self.injector.faults.status_for_all
         if status is not None:
@@ -343,10 +380,15 @@ class Sandbox:
 
     def _selected(self, request: Request) -> list[dict[str, Any]]:
         path = request.query_params.get("path")
-        return [r for r in self.records if path is None or r["path"] == path]
+        token = request.query_params.get("token")
+        return [
+            r
+            for r in self.records
+            if (path is None or r["path"] == path) and (token is None or r["token"] == token)
+        ]
 
     async def requests_json(self, request: Request) -> Response:
-        """``GET /_sandbox/requests?path=...``: the accepted requests, in order."""
+        """``GET /_sandbox/requests?path=...&token=...``: the accepted requests, in order."""
         return _json(self._selected(request))
 
     async def requests_ndjson(self, request: Request) -> Response:
@@ -475,18 +517,19 @@ def _loopback_address(host: str) -> str:
     return address
 
 
-def _token(given: str | None) -> str:
-    token = given or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
-    if not token.isprintable() or any(c.isspace() for c in token):
-        raise SandboxConfigError("the token must be printable and hold no spaces")
-    return token
+def _tokens(given: Sequence[str]) -> list[str]:
+    tokens = list(dict.fromkeys(given)) or [os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN]
+    for token in tokens:
+        if not token or not token.isprintable() or any(c.isspace() for c in token):
+            raise SandboxConfigError("a token must be printable and hold no spaces")
+    return tokens
 
 
 def run(  # noqa: PLR0913 - one keyword per command-line option
     *,
     host: str,
     port: int,
-    token: str | None,
+    tokens: Sequence[str],
     faults: str | None,
     rate_limits: Sequence[str],
     no_rate_limits: bool,
@@ -501,9 +544,10 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
         address = _loopback_address(host)
         if not 0 <= port <= 65535:
             raise SandboxConfigError(f"--port {port}: expected 0 to 65535")  # noqa: TRY301
-        token = _token(token)
+        accepted = _tokens(tokens)
         settings = SandboxSettings(
-            token=token,
+            token=accepted[0],
+            more_tokens=tuple(accepted[1:]),
             faults=parse_faults(faults) if faults else Faults(),
             rate_limits=None if no_rate_limits else parse_rate_limits(rate_limits),
             record=Path(record) if record else None,
@@ -528,9 +572,8 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
         app, log_level="warning", access_log=access_log, lifespan="off", timeout_graceful_shutdown=1
     )
     logging.getLogger("uvicorn.error").addFilter(_QuietCutOffs())
-    server = _Server(
-        config, sandbox, f"attentive sandbox listening on {url} (token: {token})", stdout
-    )
+    keys = f"token: {accepted[0]}" if len(accepted) == 1 else f"tokens: {', '.join(accepted)}"
+    server = _Server(config, sandbox, f"attentive sandbox listening on {url} ({keys})", stdout)
     # SIGTERM stops the server as SIGINT does; uvicorn re-raises the signal once it has shut
     # down, which then ends here as KeyboardInterrupt rather than killing the process.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

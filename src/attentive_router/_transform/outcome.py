@@ -47,10 +47,15 @@ class Mapped:
 
 @frozen
 class Skipped:
-    """The event is deliberately not sent (no identifier, unsupported call, nothing to send)."""
+    """The event is deliberately not sent (no identifier, unsupported call, nothing to send).
+
+    ``warnings`` says what in the event led to the skip when it is worth a warning (a consent
+    preference that is not a boolean: ``non_boolean_consent``).
+    """
 
     reason: str
     message: str
+    warnings: tuple[TransformWarning, ...] = ()
 
 
 @frozen

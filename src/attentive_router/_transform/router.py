@@ -163,6 +163,22 @@ def _unconsented(event: Mapping[str, Any], config: Config) -> Skipped | None:
             f"{_CONSENT_PATH}[{shown(category)}] is false: the user did not consent to "
             f"{shown(category)}",
         )
+    preferences: Any = event
+    for key in ("context", "consent", "categoryPreferences"):
+        preferences = preferences.get(key) if isinstance(preferences, Mapping) else None
+    if isinstance(preferences, Mapping) and category in preferences:
+        # Present but not a boolean ("false", 0, null): not consent, whatever consent_missing.
+        return Skipped(
+            "no_consent",
+            f"{consent}: the event is not sent without a true consent",
+            (
+                TransformWarning(
+                    "non_boolean_consent",
+                    f"{_CONSENT_PATH}[{shown(category)}] is {shown(preferences[category])}, "
+                    "not true or false: treated as no consent",
+                ),
+            ),
+        )
     if config.consent_missing == "send":
         return None
     return Skipped(
