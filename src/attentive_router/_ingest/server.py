@@ -1,7 +1,8 @@
 """``attentive-router serve``: Segment's HTTP Tracking API and a Webhooks destination endpoint.
 
 Both stand in front of the queue and the sender. The app answers 200 only once a request's
-events are in the queue file (one durable transaction per request), 401 for an unknown write
+events are in the queue file (requests that wait together share one durable transaction:
+``_queue.group``), 401 for an unknown write
 key or a webhook signature that does not match, 400 (or 415) with a specific code for a body it
 cannot take, and 503 when the queue cannot be written, so that the client retries.
 Delivery runs in the same process and event loop unless it is turned off.
@@ -77,6 +78,7 @@ from attentive_router._ingest.parse import (
     size_text,
     write_key_of,
 )
+from attentive_router._queue.group import CommitMode, Commits
 from attentive_router._queue.interface import Queue, QueueError, State
 from attentive_router._queue.sqlite import SQLiteQueue
 
@@ -127,6 +129,8 @@ class ServeSettings:
         analytics_js: The ``dist/umd`` folder of ``@segment/analytics-next`` to host; None: not.
         key_source: Where the API key came from (read again on SIGHUP).
         key_retry: Seconds between two checks of a key Attentive refused.
+        commit: ``group``: requests waiting together share a transaction; ``per-request``:
+            one transaction each.
     """
 
     keys: Mapping[str, str]
@@ -146,6 +150,7 @@ class ServeSettings:
     webhook_secrets: Mapping[str, str] = field(factory=dict)
     key_source: KeySource | None = None
     key_retry: float = 300.0
+    commit: CommitMode = "group"
 
 
 def parse_write_key(value: str) -> tuple[str, str]:
@@ -236,6 +241,7 @@ class Ingest:
         # Writes run on their own thread so that the event loop keeps answering; the
         # queue serialises them with the sender's claims and verdicts.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        self.commits = Commits(self.call, settings.commit, self.metrics.commits)
 
     async def call(self, action: Callable[..., T], *args: Any) -> T:
         """Run a queue operation on the ingest thread."""
@@ -320,7 +326,7 @@ class Ingest:
             prepared = prepare_batch(document, now, source, raw)
         events, rejections = prepared.events, prepared.rejections
         try:
-            result = await self.call(self.queue.put, events, now)
+            result = await self.commits.put(self.queue, events, now)
         except QueueError as error:
             fields["error"] = str(error)
             raise BodyError(
