@@ -6,14 +6,15 @@ subprocess (``ServeProcess``) on 127.0.0.1, with both commit modes side by side:
 started afresh for every run on its own new queue file (WAL, ``synchronous=FULL``). The load
 generator is this benchmark process, on the same machine (its CPU shows beside the server's):
 an asyncio loop with one ``httpx.AsyncClient`` posting pre-built ``/v1/batch`` bodies over
-keep-alive connections. A body holds 100 events of the transform benchmark's corpus
-(``bench/corpus.py``: analytics.js-shaped page, track and identify calls, about 1.3 KB each, a
-few with unreadable timestamps that the server stores as rejected), every messageId distinct so
-that nothing is deduplicated, and the write key goes as HTTP Basic auth. Only 200 answers
-count. Warm-up requests (other messageIds) open the connections before the clock starts. After
-the last answer the server is killed with SIGKILL, so that nothing can reach the file
-afterwards, and the queue file is opened again: it must hold exactly the events of the requests
-answered 200 (warm-up included), and as many of them rejected as the answers listed.
+keep-alive connections. A body holds 100 events (``--ingest-batch``) of the transform
+benchmark's corpus (``bench/corpus.py``: analytics.js-shaped page, track and identify calls,
+about 1.3 KB each, a few with unreadable timestamps that the server stores as rejected), every
+messageId distinct so that nothing is deduplicated, and the write key goes as HTTP Basic auth.
+Only 200 answers count. Warm-up requests (other messageIds) open the connections before the
+clock starts. After the last answer the server is killed with SIGKILL, so that nothing can
+reach the file afterwards, and the queue file is opened again: it must hold exactly the events
+of the requests answered 200 (warm-up included), and as many of them rejected as the answers
+listed.
 
 Two kinds of load:
     closed loop: C connections (8, and 1, 4, 16 beside it), each posting its next body as
@@ -72,6 +73,7 @@ from bench.corpus import generate
 EVENTS = 30_000
 """Events posted per server run (and stored per ceiling run)."""
 BATCH = 100
+"""Events per request by default (``--ingest-batch``): what server libraries send at once."""
 ROUNDS = 3
 CONNECTIONS = (8, 1, 4, 16)
 """Connection counts of the closed-loop load; the first is the one judged against the targets."""
@@ -122,6 +124,8 @@ class Load:
     """Each body with the number of events it holds."""
     warmups: list[tuple[bytes, int]]
     events: int
+    batch: int = BATCH
+    """Events per request, at most."""
 
     @property
     def mean_body(self) -> float:
@@ -129,13 +133,13 @@ class Load:
         return sum(len(body) for body, _ in self.bodies) / len(self.bodies)
 
 
-def _bodies(events: Sequence[dict[str, object]]) -> list[tuple[bytes, int]]:
-    batches = [list(events[start : start + BATCH]) for start in range(0, len(events), BATCH)]
+def _bodies(events: Sequence[dict[str, object]], size: int) -> list[tuple[bytes, int]]:
+    batches = [list(events[start : start + size]) for start in range(0, len(events), size)]
     return [(orjson.dumps({"batch": batch, "sentAt": _SENT_AT}), len(batch)) for batch in batches]
 
 
-def build_load(events: int, warmups: int, seed: int) -> Load:
-    """``events`` corpus events as 100-event batch bodies, every messageId distinct."""
+def build_load(events: int, warmups: int, seed: int, batch: int = BATCH) -> Load:
+    """``events`` corpus events as ``batch``-event batch bodies, every messageId distinct."""
     parsed: list[dict[str, object]] = [orjson.loads(line) for line in generate(events, seed)]
     seen: set[object] = set()
     for index, event in enumerate(parsed):
@@ -144,9 +148,9 @@ def build_load(events: int, warmups: int, seed: int) -> Load:
         seen.add(event["messageId"])
     extra: list[dict[str, object]] = []
     for number in range(warmups):
-        for index, event in enumerate(parsed[:BATCH]):
+        for index, event in enumerate(parsed[:batch]):
             extra.append({**event, "messageId": f"bench-warmup-{number}-{index}"})
-    return Load(_bodies(parsed), _bodies(extra), events)
+    return Load(_bodies(parsed, batch), _bodies(extra, batch), events, batch)
 
 
 # -- the server, under load ---------------------------------------------------------------------
@@ -455,10 +459,12 @@ def _round_line(number: int, result: IngestResult) -> str:
     )
 
 
-def measure(events: int, rounds: int, connections: Sequence[int], seed: int) -> IngestResult:
+def measure(
+    events: int, rounds: int, connections: Sequence[int], seed: int, batch: int = BATCH
+) -> IngestResult:
     """Run every contender once per round, in an order rotated every round."""
-    _progress(f"ingest: building {events:,} events as {BATCH}-event /v1/batch bodies...")
-    load = build_load(events, max(*connections, OPEN_WARMUPS), seed)
+    _progress(f"ingest: building {events:,} events as {batch}-event /v1/batch bodies...")
+    load = build_load(events, max(*connections, OPEN_WARMUPS), seed, batch)
     batches = prepared(load)
     rows = raw_rows(batches)
     result = IngestResult(
@@ -627,8 +633,8 @@ def report(result: IngestResult) -> int:
     )
     print(
         f"load: {load.events:,} events per run as {_plural(len(load.bodies), 'request')} of up "
-        f"to {BATCH} events ({load.mean_body / 1024:,.0f} KB each on average), HTTP Basic write "
-        "key, keep-alive, from this process (asyncio, one httpx.AsyncClient) on the same "
+        f"to {load.batch} events ({load.mean_body / 1024:,.0f} KB each on average), HTTP Basic "
+        "write key, keep-alive, from this process (asyncio, one httpx.AsyncClient) on the same "
         "machine as the server, sharing its cores. Closed loop: C "
         "connections, each posting its next request once the last is answered. Open loop: "
         f"Poisson arrivals at {RATE_TARGET:,.0f} events/s over up to {OPEN_CONNECTIONS} "
@@ -655,8 +661,8 @@ def report(result: IngestResult) -> int:
         label = f"(i) serve --commit {commit}, open, {RATE_TARGET:,.0f} events/s offered"
         print(_serve_row(label, result.open[commit]))
     ceilings = (
-        ("put", "(j) ceiling: SQLiteQueue.put, 100/transaction"),
-        ("raw", "(k) raw sqlite3 executemany, 100/transaction"),
+        ("put", f"(j) ceiling: SQLiteQueue.put, {load.batch}/transaction"),
+        ("raw", f"(k) raw sqlite3 executemany, {load.batch}/transaction"),
         ("prepare", "(l) parse + prepare_batch only, no storage"),
     )
     for name, label in ceilings:
@@ -696,9 +702,9 @@ def report(result: IngestResult) -> int:
     return 0 if lines[-1][3] else 1
 
 
-def run(events: int, rounds: int, connections: Sequence[int], seed: int) -> int:
+def run(events: int, rounds: int, connections: Sequence[int], seed: int, batch: int = BATCH) -> int:
     """Measure and report; the exit status (1 when the durability check failed)."""
     started = time.perf_counter()
-    result = measure(events, rounds, connections, seed)
+    result = measure(events, rounds, connections, seed, batch)
     _progress(f"ingest: measured in {time.perf_counter() - started:.0f} s")
     return report(result)

@@ -211,7 +211,7 @@ def test_commits_keeps_one_committer_per_queue(tmp_path: Path) -> None:
                 commits.put(two, [event("a")], T0),
                 commits.put(one, [event("a")], T0),
             )
-            assert answers == [Enqueued(1, 0), Enqueued(1, 0), Enqueued(0, 1)]
+            assert list(answers) == [Enqueued(1, 0), Enqueued(1, 0), Enqueued(0, 1)]
             per_request = Commits(run, "per-request")
             assert await per_request.put(two, [event("b")], T0) == Enqueued(1, 0)
             assert per_request.stats.commits == {"committed": 1, "failed": 0}
