@@ -29,6 +29,8 @@ Beside them, in the same rounds, the ceilings and the CPU part of the server's w
     SQLiteQueue.put: the same events, prepared by the server's own code (untimed), stored
         100 per ``put`` (one transaction each) on a fresh file: what the server's storage can
         take when nothing else runs.
+    SQLiteQueue.put_many: the same, 8 requests' batches per ``put_many`` (one transaction):
+        what the storage takes with group commit when 8 requests wait together.
     raw sqlite3: the same two INSERTs per event (``seen``, then ``events``) with
         ``executemany``, rows pre-built, 100 per transaction, same schema and pragmas:
         SQLite's own cost, without the queue's Python loop.
@@ -91,6 +93,8 @@ GROUP_TARGET = 2.0
 """Group commit should accept at least this many times the events/s of per-request commits."""
 RAW_TARGET = 1.2
 """The raw sqlite3 ceiling should be at most this many times the ingest rate."""
+GROUP_REQUESTS = 8
+"""Requests per ``put_many`` in the group-commit ceiling (as 8 connections waiting together)."""
 CEILING_TARGET = 2.0
 """The SQLiteQueue.put ceiling should be at most this many times the ingest rate."""
 
@@ -339,15 +343,21 @@ def prepared(load: Load) -> list[list[NewEvent]]:
     return [prepare_batch(loads(body), now, SOURCE).events for body, _ in load.bodies]
 
 
-def put_run(batches: Sequence[Sequence[NewEvent]], directory: Path) -> float:
-    """Seconds ``SQLiteQueue.put`` takes to store ``batches`` (one put each) on a fresh file."""
+def put_run(batches: Sequence[Sequence[NewEvent]], directory: Path, group: int = 1) -> float:
+    """Seconds ``SQLiteQueue`` takes to store ``batches`` on a fresh file: one ``put`` each, or
+    ``put_many`` of ``group`` batches at a time (a group commit of that many requests)."""
     path = directory / f"put-{time.monotonic_ns()}.db"
     queue = SQLiteQueue(path)
     try:
         gc.collect()
         started = time.perf_counter()
-        for batch in batches:
-            queue.put(batch, time.time())
+        if group == 1:
+            for batch in batches:
+                queue.put(batch, time.time())
+        else:
+            for start in range(0, len(batches), group):
+                now = time.time()
+                queue.put_many([(batch, now) for batch in batches[start : start + group]])
         seconds = time.perf_counter() - started
     finally:
         queue.close()
@@ -428,7 +438,7 @@ class IngestResult:
     open: dict[str, list[ServeRun]]
     """Open-loop runs at the target rate, by commit mode."""
     ceilings: dict[str, list[float]]
-    """Seconds per run of ``put``, ``raw`` and ``prepare``."""
+    """Seconds per run of ``put``, ``put_many``, ``raw`` and ``prepare``."""
     rounds: int
 
     def rate(self, name: str) -> float:
@@ -472,7 +482,7 @@ def measure(
         tuple(connections),
         {commit: {count: [] for count in connections} for commit in COMMITS},
         {commit: [] for commit in COMMITS},
-        {"put": [], "raw": [], "prepare": []},
+        {"put": [], "put_many": [], "raw": [], "prepare": []},
         rounds,
     )
     names = [*result.ceilings]
@@ -486,6 +496,9 @@ def measure(
             for contender in names[shift:] + names[:shift]:
                 if contender == "put":
                     result.ceilings["put"].append(put_run(batches, directory))
+                elif contender == "put_many":
+                    seconds = put_run(batches, directory, GROUP_REQUESTS)
+                    result.ceilings["put_many"].append(seconds)
                 elif contender == "raw":
                     result.ceilings["raw"].append(raw_run(rows, directory))
                 elif contender == "prepare":
@@ -662,6 +675,10 @@ def report(result: IngestResult) -> int:
         print(_serve_row(label, result.open[commit]))
     ceilings = (
         ("put", f"(j) ceiling: SQLiteQueue.put, {load.batch}/transaction"),
+        (
+            "put_many",
+            f"(m) ceiling: SQLiteQueue.put_many, {GROUP_REQUESTS} x {load.batch}/transaction",
+        ),
         ("raw", f"(k) raw sqlite3 executemany, {load.batch}/transaction"),
         ("prepare", "(l) parse + prepare_batch only, no storage"),
     )

@@ -139,6 +139,7 @@ def test_quick_ingest_benchmark_reports_rates_latencies_and_durability() -> None
             assert float(client) > 0, label
     for label in (
         "(j) ceiling: SQLiteQueue.put, 100/transaction",
+        "(m) ceiling: SQLiteQueue.put_many, 8 x 100/transaction",
         "(k) raw sqlite3 executemany, 100/transaction",
         "(l) parse + prepare_batch only, no storage",
     ):
