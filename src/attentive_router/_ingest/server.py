@@ -2,9 +2,9 @@
 
 Both stand in front of the queue and the sender. The app answers 200 only once a request's
 events are in the queue file (requests that wait together share one durable transaction:
-``_queue.group``), 401 for an unknown write
-key or a webhook signature that does not match, 400 (or 415) with a specific code for a body it
-cannot take, and 503 when the queue cannot be written, so that the client retries.
+``_queue.group``), 401 for an unknown write key or a webhook signature that does not match,
+400 (or 415) with a specific code for a body it cannot take, and 503 when the queue cannot be
+written, so that the client retries.
 Delivery runs in the same process and event loop unless it is turned off.
 """
 
