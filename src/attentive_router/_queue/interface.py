@@ -181,6 +181,15 @@ class Queue(Protocol):
         """Store ``events`` durably in one transaction; skip keys seen within the window."""
         ...
 
+    def put_many(self, batches: Sequence[tuple[Sequence[NewEvent], float]]) -> list[Enqueued]:
+        """Store several ``(events, now)`` batches durably in one transaction (group commit).
+
+        Each batch's ``Enqueued`` is what ``put(events, now)`` would have answered had the
+        batches been put one after another in this order (a key in an earlier batch of the
+        group is a duplicate in a later one); either every batch is stored or none is.
+        """
+        ...
+
     def claim(self, now: float, limit: int) -> list[Claim]:
         """Mark up to ``limit`` due events ``IN_FLIGHT`` and return them.
 
