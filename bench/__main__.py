@@ -281,6 +281,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"interleaved rounds (default {ingest.ROUNDS}; --quick 1)",
     )
     group.add_argument(
+        "--ingest-batch",
+        type=int,
+        default=ingest.BATCH,
+        metavar="N",
+        help="events per /v1/batch request (default %(default)s; 1 is how analytics.js "
+        "sends, where a transaction per request costs most)",
+    )
+    group.add_argument(
         "--ingest-connections",
         type=_counts,
         metavar="C[,C...]",
@@ -349,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sizes = (
         *(events, rounds, drain_events, unthrottled_events, delivery_rounds, rss_events),
-        *(ingest_events, ingest_rounds, startup_runs),
+        *(ingest_events, ingest_rounds, args.ingest_batch, startup_runs),
     )
     if min(sizes) < 1 or args.rss_budget <= 0:
         print("python -m bench: sizes, rounds and the budget must be positive", file=sys.stderr)
@@ -376,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "rss" in parts:
         rss.report(rss.measure(rss_events, args.rss_budget, args.seed))
     if "ingest" in parts:
-        status = ingest.run(ingest_events, ingest_rounds, connections, args.seed) or status
+        status = (
+            ingest.run(ingest_events, ingest_rounds, connections, args.seed, args.ingest_batch)
+            or status
+        )
     return status
 
 

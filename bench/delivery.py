@@ -102,6 +102,13 @@ class TimedQueue:
         finally:
             self._clock("put", started)
 
+    def put_many(self, batches: Sequence[tuple[Sequence[NewEvent], float]]) -> list[Enqueued]:
+        started = time.perf_counter()
+        try:
+            return self.inner.put_many(batches)
+        finally:
+            self._clock("put", started)
+
     def claim(self, now: float, limit: int) -> list[Claim]:
         started = time.perf_counter()
         try:

@@ -36,10 +36,10 @@ TARGET_MS = 150.0
 """``transform`` of an empty file and ``--help`` should take less than this, whole process."""
 
 LABELS = {
-    "pass": "(m) floor: python -c pass",
-    "orjson": '(n) floor: python -c "import orjson"',
-    "transform": "(o) attentive-router transform EMPTY",
-    "help": "(p) attentive-router --help",
+    "pass": "(q) floor: python -c pass",
+    "orjson": '(r) floor: python -c "import orjson"',
+    "transform": "(s) attentive-router transform EMPTY",
+    "help": "(t) attentive-router --help",
 }
 JUDGED = {"transform": "transform of an empty file", "help": "--help"}
 

@@ -13,6 +13,7 @@ store over a new connection: that is how the tests check durability and simulate
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,74 @@ class QueueContract:
         again = [bad, event("worse", "u2", rejected=("not_an_object", "a list"))]
         assert queue.put(again, T0 + 1) == Enqueued(1, 1, ("not_an_object",))
         assert queue.counts() == zero_counts(in_flight=1, rejected=2)
+
+    # put_many: several requests in one transaction (group commit)
+
+    def test_put_many_answers_each_batch_as_a_put_of_its_own(self, queue_factory: Opener) -> None:
+        queue = queue_factory(dedupe_window=100.0)
+        queue.put([event("old")], T0)
+        bad = event("bad", "u3", T0 + 2, rejected=("invalid_json", "not JSON"))
+        batches: list[tuple[list[NewEvent], float]] = [
+            ([event("a", "u1", T0 + 1), event("old", "u1", T0 + 1)], T0 + 1),
+            # The same messageId as the first batch: a duplicate, as if committed after it.
+            ([event("a", "u2", T0 + 2), bad, event("b", "u2", T0 + 2)], T0 + 2),
+            ([event("a", "u1", T0 + 3, source="s2"), event("b", "u9", T0 + 3)], T0 + 3),
+            ([], T0 + 4),
+        ]
+        assert queue.put_many(batches) == [
+            Enqueued(1, 1),
+            Enqueued(2, 1, ("invalid_json",)),
+            Enqueued(1, 1),
+            Enqueued(0, 0),
+        ]
+        stored = [(r.key, r.user, r.source, r.state, r.received_at) for r in queue.records()]
+        assert stored == [
+            ("old", "u1", "default", State.QUEUED, T0),
+            ("a", "u1", "default", State.QUEUED, T0 + 1),
+            ("bad", "u3", "default", State.REJECTED, T0 + 2),
+            ("b", "u2", "default", State.QUEUED, T0 + 2),
+            ("a", "u1", "s2", State.QUEUED, T0 + 3),
+        ]
+        # Each key was seen at its own batch's time: "a" is remembered from T0 + 1.
+        assert queue.put([event("a")], T0 + 100) == Enqueued(0, 1)
+        assert queue.put([event("a", received_at=T0 + 102)], T0 + 102) == Enqueued(1, 0)
+
+    def test_put_many_keeps_the_window_of_each_batch(self, queue_factory: Opener) -> None:
+        queue = queue_factory(dedupe_window=100.0)
+        queue.put([event("a")], T0)
+        answers = queue.put_many(
+            [([event("a")], T0 + 50), ([event("a", received_at=T0 + 150)], T0 + 150)]
+        )
+        # 50 s after its first put "a" is a duplicate; at T0 + 150 the window has passed.
+        assert answers == [Enqueued(0, 1), Enqueued(1, 0)]
+        assert [r.received_at for r in queue.records()] == [T0, T0 + 150]
+
+    def test_put_many_stores_what_puts_one_after_another_store(self, queue_factory: Opener) -> None:
+        rng = random.Random(20261203)  # noqa: S311 - test data, not secrets
+        grouped, one_by_one = (
+            queue_factory(dedupe_window=30.0),
+            queue_factory.fresh()(dedupe_window=30.0),
+        )
+        now = T0
+        for _ in range(40):
+            batches: list[tuple[list[NewEvent], float]] = []
+            for _ in range(rng.randint(1, 5)):
+                now += rng.choice([0.0, 1.0, 20.0])
+                batch = [
+                    event(
+                        f"k{rng.randrange(30)}",
+                        f"u{rng.randrange(4)}",
+                        now,
+                        source=rng.choice(["s1", "s2"]),
+                        rejected=("invalid_json", "bad") if rng.random() < 0.1 else None,
+                    )
+                    for _ in range(rng.randint(0, 6))
+                ]
+                batches.append((batch, now))
+            expected = [one_by_one.put(batch, at) for batch, at in batches]
+            assert grouped.put_many(batches) == expected
+        assert grouped.records(limit=10_000) == one_by_one.records(limit=10_000)
+        assert len(grouped.records(limit=10_000)) > 30
 
     # claim
 

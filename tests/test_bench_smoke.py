@@ -123,37 +123,45 @@ def test_quick_ingest_benchmark_reports_rates_latencies_and_durability() -> None
     assert "1,000 events per run as 10 requests of up to 100 events" in out
     assert "cores" in out
 
-    # Every server run: a rate, p50 <= p99 <= max, and CPU per 1,000 events.
-    for label in (
-        "(h) serve, closed loop, 1 connection",
-        "(h) serve, closed loop, 4 connections  (judged)",
-        "(i) serve, open loop, 5,000 events/s offered",
-    ):
-        rate, p50, p99, top, server, client, _ = _row(out, label)
-        assert _number(rate) > 0, label
-        assert 0 < float(p50) <= float(p99) <= float(top), label
-        assert float(server) > 0, label
-        assert float(client) > 0, label
+    # Every server run, in both commit modes: a rate, p50 <= p99 <= max, and CPU per 1,000
+    # events.
+    for commit in ("group", "per-request"):
+        judged = "  (judged)" if commit == "group" else ""
+        for label in (
+            f"(h) serve --commit {commit}, closed, 1 connection",
+            f"(h) serve --commit {commit}, closed, 4 connections{judged}",
+            f"(i) serve --commit {commit}, open, 5,000 events/s offered",
+        ):
+            rate, p50, p99, top, server, client, _ = _row(out, label)
+            assert _number(rate) > 0, label
+            assert 0 < float(p50) <= float(p99) <= float(top), label
+            assert float(server) > 0, label
+            assert float(client) > 0, label
     for label in (
         "(j) ceiling: SQLiteQueue.put, 100/transaction",
+        "(m) ceiling: SQLiteQueue.put_many, 8 x 100/transaction",
         "(k) raw sqlite3 executemany, 100/transaction",
         "(l) parse + prepare_batch only, no storage",
     ):
         assert _number(_row(out, label)[0]) > 0, label
 
-    # 3 runs of 10 requests, answered 200, plus the warm-up (4 + 1 + 2 requests), all on disk.
-    assert re.search(r"answers over all runs \(warm-up aside\): 200: 30;", out)
+    # 6 runs of 10 requests, answered 200, plus the warm-up (4 + 1 + 2 requests per mode), all
+    # on disk.
+    assert re.search(r"answers over all runs \(warm-up aside\): 200: 60;", out)
     assert "as many as the answers listed: yes" in out
     assert re.search(
-        r"acknowledged events on disk\s+3,700\s+target = 3,700\s+PASS\s+\(3 runs\)", out
+        r"acknowledged events on disk\s+7,400\s+target = 7,400\s+PASS\s+\(6 runs\)", out
     )
     for target in (
         r"accepted events/s, 4 connections\s+[\d,]+\s+target >= 5,000",
+        r"group / per-request events/s, 4 connections\s+\d+\.\d\dx\s+target >= 2.0x",
         r"p99 at 5,000 events/s offered\s+\d+\.\d ms\s+target < 100 ms",
         r"p99 at full load, 4 connections\s+\d+\.\d ms\s+target < 100 ms",
+        r"raw sqlite3 ceiling / ingest, 4 connections\s+\d+\.\d\dx\s+target <= 1.2x",
         r"put ceiling / ingest, 4 connections\s+\d+\.\d\dx\s+target <= 2.0x",
     ):
         assert re.search(target + r"\s+(PASS|MISS)", out), target
+    assert "on the same machine as the server, sharing its cores" in out
 
 
 def test_quick_startup_benchmark_reports_every_command_and_verdict() -> None:
@@ -165,10 +173,10 @@ def test_quick_startup_benchmark_reports_every_command_and_verdict() -> None:
     out = result.stdout
     assert "runs: 2 per command" in out
     for label in (
-        "(m) floor: python -c pass",
-        '(n) floor: python -c "import orjson"',
-        "(o) attentive-router transform EMPTY",
-        "(p) attentive-router --help",
+        "(q) floor: python -c pass",
+        '(r) floor: python -c "import orjson"',
+        "(s) attentive-router transform EMPTY",
+        "(t) attentive-router --help",
     ):
         median, spread, cpu = _row(out, label)
         low, high = (float(part) for part in spread.split("-"))

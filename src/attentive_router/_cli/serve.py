@@ -21,7 +21,7 @@ from attentive_router._cli.delivery import (
     config_file_options,
 )
 from attentive_router._cli.numbers import non_negative, port, positive
-from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
+from attentive_router._queue.interface import COMMIT_MODES, DEFAULT_DEDUPE_WINDOW
 from attentive_router._transform.options import Config
 
 if TYPE_CHECKING:
@@ -169,6 +169,14 @@ def add_serve_options(serve: argparse.ArgumentParser, config_options: ConfigOpti
         "client gets 503 (>= 0; default: %(default)s)",
     )
     group.add_argument(
+        "--commit",
+        choices=COMMIT_MODES,
+        default="group",
+        help="group: requests that arrive while the queue is writing share its next "
+        "transaction (and fsync), each answered once that transaction is on disk; "
+        "per-request: one transaction per request (default: %(default)s)",
+    )
+    group.add_argument(
         "--grace",
         type=non_negative,
         default=5.0,
@@ -292,6 +300,7 @@ def run_serve_command(
         key_source=key_source,
         key_retry=args.key_retry_interval,
         destinations=destinations,
+        commit=args.commit,
     )
     return run_serve(settings, stdout, stderr)
 

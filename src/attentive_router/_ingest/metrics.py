@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from attentive_router._delivery.sender import Stats
+from attentive_router._queue.group import CommitStats
 from attentive_router._queue.interface import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -61,8 +62,11 @@ class Metrics:
 
     destinations: list[DestinationCounts] = field(factory=list)
     ingest: IngestCounts = field(factory=IngestCounts)
+    commits: CommitStats = field(factory=CommitStats)
     registry: CollectorRegistry = field(factory=lambda: CollectorRegistry(auto_describe=True))
     latency: Histogram = field(init=False)
+    commit_requests: Histogram = field(init=False)
+    commit_events: Histogram = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.latency = Histogram(
@@ -72,6 +76,25 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
+        self.commit_requests = Histogram(
+            _P + "queue_commit_requests",
+            "Ingest requests stored by one queue transaction (group commit shares one "
+            "transaction among the requests waiting for it).",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
+        self.commit_events = Histogram(
+            _P + "queue_commit_events",
+            "Events offered to one queue transaction (duplicates included).",
+            registry=self.registry,
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
+        )
+        self.commits.observe = self._observe_commit
+
+    def _observe_commit(self, requests: int, events: int, ok: bool) -> None:
+        if ok:
+            self.commit_requests.observe(requests)
+            self.commit_events.observe(events)
 
     def render(self, snapshots: dict[str, QueueSnapshot], paused: Collection[str] = ()) -> bytes:
         """The exposition text.
@@ -122,6 +145,15 @@ class _Families(Collector):
         for kind, count in sorted(ingest.browser.items()):
             browser.add_metric([kind], count)
         yield browser
+        commits = CounterMetricFamily(
+            _P + "queue_commits",
+            "Queue transactions of ingest requests, by outcome (committed, failed: the "
+            "requests it held were answered 503).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self.metrics.commits.commits.items()):
+            commits.add_metric([outcome], count)
+        yield commits
         yield from self._outcomes()
         yield from self._queue()
 

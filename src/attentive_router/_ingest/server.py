@@ -1,9 +1,10 @@
 """``attentive-router serve``: Segment's HTTP Tracking API and a Webhooks destination endpoint.
 
 Both stand in front of the queue and the sender. The app answers 200 only once a request's
-events are in the queue file (one durable transaction per request), 401 for an unknown write
-key or a webhook signature that does not match, 400 (or 415) with a specific code for a body it
-cannot take, and 503 when the queue cannot be written, so that the client retries.
+events are in the queue file (requests that wait together share one durable transaction:
+``_queue.group``), 401 for an unknown write key or a webhook signature that does not match,
+400 (or 415) with a specific code for a body it cannot take, and 503 when the queue cannot be
+written, so that the client retries.
 Delivery runs in the same process and event loop unless it is turned off.
 """
 
@@ -77,7 +78,8 @@ from attentive_router._ingest.parse import (
     size_text,
     write_key_of,
 )
-from attentive_router._queue.interface import QueueError, State
+from attentive_router._queue.group import Commits
+from attentive_router._queue.interface import CommitMode, QueueError, State
 from attentive_router._queue.sqlite import SQLiteQueue
 
 T = TypeVar("T")
@@ -153,6 +155,8 @@ class ServeSettings:
         destinations: The Attentive accounts of a configuration file, each with its own
             queue, sender and key; none: one destination made of ``queue``, ``sender`` and
             ``key_source``, which receives every source's events.
+        commit: ``group``: requests waiting together share a transaction; ``per-request``:
+            one transaction each.
     """
 
     keys: Mapping[str, str]
@@ -172,6 +176,7 @@ class ServeSettings:
     webhook_secrets: Mapping[str, str] = field(factory=dict)
     key_source: KeySource | None = None
     key_retry: float = 300.0
+    commit: CommitMode = "group"
     destinations: Sequence[DestinationSettings] = ()
 
     def routes(self) -> tuple[DestinationSettings, ...]:
@@ -308,6 +313,7 @@ class Ingest:
         # Writes run on their own thread so that the event loop keeps answering; the
         # queue serialises them with the sender's claims and verdicts.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ingest")
+        self.commits = Commits(self.call, settings.commit, self.metrics.commits)
 
     async def call(self, action: Callable[..., T], *args: Any) -> T:
         """Run a queue operation on the ingest thread."""
@@ -394,7 +400,7 @@ class Ingest:
         delivery = self.routes[source]
         fields["destination"] = delivery.name
         try:
-            result = await self.call(delivery.queue.put, events, now)
+            result = await self.commits.put(delivery.queue, events, now)
         except QueueError as error:
             fields["error"] = str(error)
             raise BodyError(

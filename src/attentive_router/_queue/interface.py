@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from attrs import frozen
 
 DEFAULT_DEDUPE_WINDOW = 24 * 3600.0
 """``messageId`` deduplication window in seconds (Segment's is about 24 hours)."""
+
+CommitMode = Literal["group", "per-request"]
+COMMIT_MODES: tuple[CommitMode, ...] = ("group", "per-request")
+"""How ``serve`` commits requests (``_queue.group``); here, where the parser can read them
+without the event loop."""
 
 
 class QueueError(Exception):
@@ -179,6 +184,15 @@ class Queue(Protocol):
 
     def put(self, events: Sequence[NewEvent], now: float) -> Enqueued:
         """Store ``events`` durably in one transaction; skip keys seen within the window."""
+        ...
+
+    def put_many(self, batches: Sequence[tuple[Sequence[NewEvent], float]]) -> list[Enqueued]:
+        """Store several ``(events, now)`` batches durably in one transaction (group commit).
+
+        Each batch's ``Enqueued`` is what ``put(events, now)`` would have answered had the
+        batches been put one after another in this order (a key in an earlier batch of the
+        group is a duplicate in a later one); either every batch is stored or none is.
+        """
         ...
 
     def claim(self, now: float, limit: int) -> list[Claim]:

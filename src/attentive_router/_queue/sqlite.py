@@ -1,8 +1,8 @@
 """The embedded queue backend: one SQLite file in WAL mode with ``synchronous=FULL``.
 
-Every ``put`` and ``settle`` is one transaction, so a batch is either wholly on disk or not
-at all, and an acknowledged batch survives a crash or power loss. One process delivers from a
-file at a time (the commands hold a lock file); readers may look at it concurrently.
+Every ``put``, ``put_many`` and ``settle`` is one transaction, so a batch is either wholly
+on disk or not at all, and an acknowledged batch survives a crash or power loss. One process
+delivers from a file at a time (the commands hold a lock file); readers may look at it concurrently.
 """
 
 from __future__ import annotations
@@ -297,32 +297,41 @@ class SQLiteQueue:
         a statement and must win it back from the event loop's thread afterwards; one
         statement per event made a put crawl while a server's loop was busy parsing.
         """
-        cutoff = now - self.dedupe_window
+        return self.put_many([(events, now)])[0]
+
+    def put_many(self, batches: Sequence[tuple[Sequence[NewEvent], float]]) -> list[Enqueued]:
+        """Store several ``(events, now)`` batches in one transaction, as ``put`` one by one.
+
+        The statements are those of one ``put`` over all the batches' events; each event
+        keeps its own batch's time (``seen.at``, and ``settled_at`` of one stored rejected).
+        """
         with self._transaction() as db:
-            seen: set[tuple[str, str]] = set()
-            for source, keys in _keys_by_source(events).items():
-                for some in _chunks(keys, _ROWS_PER_STATEMENT * 4):
-                    marks = ", ".join("?" * len(some))
-                    found = db.execute(
-                        "SELECT key FROM seen WHERE source = ? AND at >= ? "  # noqa: S608 - placeholders only
-                        f"AND key IN ({marks})",
-                        (source, cutoff, *some),
-                    )
-                    seen.update((source, key) for (key,) in found)
-            accepted: list[NewEvent] = []
-            for item in events:
-                if (item.source, item.key) not in seen:
-                    seen.add((item.source, item.key))
-                    accepted.append(item)
+            last = self._last_seen(db, [item for events, _ in batches for item in events])
+            answers: list[Enqueued] = []
+            accepted: list[tuple[NewEvent, float]] = []
+            for events, now in batches:
+                cutoff = now - self.dedupe_window
+                stored = 0
+                rejected: list[str] = []
+                for item in events:
+                    at = last.get((item.source, item.key))
+                    if at is not None and at >= cutoff:
+                        continue
+                    last[item.source, item.key] = now
+                    accepted.append((item, now))
+                    stored += 1
+                    if item.rejected is not None:
+                        rejected.append(item.rejected[0])
+                answers.append(Enqueued(stored, len(events) - stored, tuple(rejected)))
             for chunk in _chunks(accepted, _ROWS_PER_STATEMENT):
                 marks = ", ".join(["(?, ?, ?)"] * len(chunk))
                 params: list[Any] = []
-                for item in chunk:
+                for item, now in chunk:
                     params += (item.source, item.key, now)
                 db.execute(f"INSERT OR REPLACE INTO seen (source, key, at) VALUES {marks}", params)  # noqa: S608
                 marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 params = []
-                for item in chunk:
+                for item, now in chunk:
                     if item.rejected is None:
                         params += (item.key, item.source, item.user, 0, item.event)
                         params += (item.received_at, item.received_at, None, None, None)
@@ -338,8 +347,23 @@ class SQLiteQueue:
                     f"VALUES {marks}",
                     params,
                 )
-        rejected = tuple(item.rejected[0] for item in accepted if item.rejected is not None)
-        return Enqueued(len(accepted), len(events) - len(accepted), rejected)
+        return answers
+
+    @staticmethod
+    def _last_seen(
+        db: sqlite3.Connection, events: Sequence[NewEvent]
+    ) -> dict[tuple[str, str], float]:
+        """When each of the events' keys was last stored, for those in ``seen``."""
+        last: dict[tuple[str, str], float] = {}
+        for source, keys in _keys_by_source(events).items():
+            for some in _chunks(list(dict.fromkeys(keys)), _ROWS_PER_STATEMENT * 4):
+                marks = ", ".join("?" * len(some))
+                found = db.execute(
+                    f"SELECT key, at FROM seen WHERE source = ? AND key IN ({marks})",  # noqa: S608 - placeholders only
+                    (source, *some),
+                )
+                last.update(((source, key), at) for key, at in found)
+        return last
 
     def claim(self, now: float, limit: int) -> list[Claim]:
         """Mark up to ``limit`` due events in flight and return them in id order."""
