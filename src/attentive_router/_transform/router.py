@@ -78,8 +78,19 @@ def _alias_table(aliases: Mapping[str, str], builtin: bool) -> dict[str, tuple[s
     return table
 
 
+_ALIASES: dict[int, tuple[Config, dict[str, tuple[str, str]]]] = {}
+"""Per configuration: its alias table (``_alias_table`` hashes the aliases on every call)."""
+
+
 def _aliases(config: Config) -> dict[str, tuple[str, str]]:
-    return _alias_table(config.aliases, config.builtin_aliases)
+    cached = _ALIASES.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    table = _alias_table(config.aliases, config.builtin_aliases)
+    if len(_ALIASES) >= 8:  # a few configurations at most; never grow without bound
+        _ALIASES.clear()
+    _ALIASES[id(config)] = (config, table)
+    return table
 
 
 @lru_cache(maxsize=16)
@@ -101,18 +112,23 @@ def _filtered(call: str, name: object, filters: EventFilter) -> Skipped | None:
     Event-name lists judge track calls with a string name only: a track call without a usable
     name goes on, and is rejected as before.
     """
+    if not (
+        filters.deny_calls or filters.deny_events or filters.allow_calls or filters.allow_events
+    ):
+        return None
     named = call == "track" and isinstance(name, str)
-    subject = f"track {shown(name)}" if named else f"{call} call"
     pattern = _first_match(call, filters.deny_calls)
     if pattern is not None:
-        return Skipped("filtered", f"{subject} matches deny_calls {shown(pattern)}")
+        return Skipped("filtered", f"{_subject(call, name)} matches deny_calls {shown(pattern)}")
     if named and isinstance(name, str):
         pattern = _first_match(name, filters.deny_events)
         if pattern is not None:
-            return Skipped("filtered", f"{subject} matches deny_events {shown(pattern)}")
+            return Skipped(
+                "filtered", f"{_subject(call, name)} matches deny_events {shown(pattern)}"
+            )
     if filters.allow_calls and _first_match(call, filters.allow_calls) is None:
         listed = _listed(filters.allow_calls)
-        return Skipped("filtered", f"{subject} matches none of allow_calls ({listed})")
+        return Skipped("filtered", f"{_subject(call, name)} matches none of allow_calls ({listed})")
     if (
         named
         and isinstance(name, str)
@@ -120,8 +136,15 @@ def _filtered(call: str, name: object, filters: EventFilter) -> Skipped | None:
         and _first_match(name, filters.allow_events) is None
     ):
         listed = _listed(filters.allow_events)
-        return Skipped("filtered", f"{subject} matches none of allow_events ({listed})")
+        return Skipped(
+            "filtered", f"{_subject(call, name)} matches none of allow_events ({listed})"
+        )
     return None
+
+
+def _subject(call: str, name: object) -> str:
+    """How a skip message names the event: built only for the events that are skipped."""
+    return f"track {shown(name)}" if call == "track" and isinstance(name, str) else f"{call} call"
 
 
 _CONSENT_PATH = "context.consent.categoryPreferences"
