@@ -196,11 +196,13 @@ def _unconsented(event: Mapping[str, Any], config: Config) -> Skipped | None:
 
 
 def _has_identifier(event: Mapping[str, Any], traits: Mapping[str, Any]) -> bool:
-    return not (
-        is_blank(traits.get("email"))
-        and is_blank(traits.get("phone"))
-        and is_blank(event.get("userId"))
-    )
+    for value in (traits.get("email"), traits.get("phone"), event.get("userId")):
+        if type(value) is str:
+            if value and not value.isspace():  # ``is_blank``, without a call per value
+                return True
+        elif not is_blank(value):
+            return True
+    return False
 
 
 _FOLDED: dict[int, tuple[Dispatch, dict[str, str]]] = {}
