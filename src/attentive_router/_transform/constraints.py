@@ -106,8 +106,13 @@ class _Scan:
     def _array(self, value: list[Any], path: str, depth: int) -> None:
         for index, inner in enumerate(value):
             kind = type(inner)
-            if kind is dict or kind is list:
+            if kind is dict and depth < MAX_DEPTH:  # a list of objects (products): the common case
+                self._object(inner, f"{path}[{index}]", depth + 1)
+            elif kind is dict or kind is list:
                 self._inner(inner, f"{path}[{index}]", depth)
+            elif kind is str:
+                if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                    self.urls.append(f"{path}[{index}]")
             elif kind not in _PLAIN:
                 self._other(inner, f"{path}[{index}]", depth, nested=False)
 
