@@ -110,6 +110,8 @@ def body_schema(title: str) -> JSONObject:
 def _message_id(event: Any) -> str | int | None:
     if isinstance(event, dict):
         value = event.get("messageId")
+        if type(value) is str:
+            return value
         if isinstance(value, str | int) and not isinstance(value, bool):
             return value
     return None

@@ -291,6 +291,17 @@ def _dedupe(warnings: list[TransformWarning]) -> tuple[TransformWarning, ...]:
     return tuple(dict.fromkeys(warnings)) if len(warnings) > 1 else tuple(warnings)
 
 
+def _unmapped_call(call: object) -> Skipped | Rejected:
+    """The outcome of an event whose type is not identify, track or page."""
+    if is_blank(call):
+        return Rejected("missing_type", "the event has no type (identify, track, page, ...)")
+    if not isinstance(call, str):
+        return Rejected("invalid_type", f"type must be a string, not {json_type(call)}")
+    if call in UNSUPPORTED_CALLS:
+        return Skipped("unsupported_call_type", f"{call} calls have no Attentive counterpart")
+    return Rejected("invalid_type", f"type {shown(call)} is not a Segment call type")
+
+
 def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) -> Outcome:
     """Map one Segment event to its outcome.
 
@@ -305,14 +316,8 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     if type(event) is not dict and not isinstance(event, Mapping):
         return Rejected("not_an_object", f"an event must be a JSON object, not {json_type(event)}")
     call = event.get("type")
-    if is_blank(call):
-        return Rejected("missing_type", "the event has no type (identify, track, page, ...)")
-    if not isinstance(call, str):
-        return Rejected("invalid_type", f"type must be a string, not {json_type(call)}")
-    if call in UNSUPPORTED_CALLS:
-        return Skipped("unsupported_call_type", f"{call} calls have no Attentive counterpart")
-    if call not in MAPPED_CALLS:
-        return Rejected("invalid_type", f"type {shown(call)} is not a Segment call type")
+    if type(call) is not str or call not in MAPPED_CALLS:
+        return _unmapped_call(call)
     config = ctx.config
     filtered = _filtered(call, event.get("event"), config.filters)
     if filtered is not None:

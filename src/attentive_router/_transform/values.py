@@ -215,6 +215,11 @@ def currency(value: Any, field: str, ctx: Context, warnings: list[TransformWarni
 
 def as_number(value: Any) -> int | float | None:
     """Read a JSON number or a numeric string; ``None`` when it is neither (or not finite)."""
+    kind = type(value)  # exact types first: what JSON parsers make, without isinstance chains
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is int:
+        return value if -_INT64 <= value < _INT64 else float(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
