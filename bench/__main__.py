@@ -14,13 +14,18 @@ Contenders:
         table interpreted at run time (``tests/rules_interpreter.py``) instead of compiled.
     transform only: the pipeline with a clock read between its stages; it reports the time of
         ``route`` + ``to_record`` alone, and explains where the pipeline's time goes.
+    pipeline and floor, custom-heavy corpus: the same two over a corpus of mostly named custom
+        events with many properties and products (``bench.corpus.CUSTOM_HEAVY_MIX``).
+
+Whole processes (``bench/process.py``) follow: ``python -m attentive_router transform FILE``
+against a process that only parses and re-serialises the same file, for both corpora.
 
 Delivery (``bench/delivery.py``) and memory (``bench/rss.py``) follow: the sender draining a
 queue into a sandbox that enforces Attentive's rate limits, the sender against a naive
 one-request-at-a-time loop without limits, and the peak RSS of ``attentive-router send`` on a
 1,000,000-event file. Ingest (``bench/ingest.py``) closes the run: ``attentive-router serve``
 taking 100-event ``/v1/batch`` requests over 127.0.0.1, events/s stored durably and request
-latency, beside the raw SQLite insert rate. ``--only transform|delivery|rss|ingest``
+latency, beside the raw SQLite insert rate. ``--only transform|process|delivery|rss|ingest``
 (comma-separated; ``drain`` and ``unthrottled`` name the two halves of ``delivery``) runs a
 part of the benchmark.
 """
