@@ -83,6 +83,19 @@ def occurred_at(
     src: Source, ctx: Context, warnings: list[TransformWarning]
 ) -> str | Rejected | Skipped:
     """When the event happened: timestamp, originalTimestamp or sentAt, else the receipt time."""
+    raw = src.event.get("timestamp")
+    if type(raw) is str and _CANONICAL.fullmatch(raw):
+        # The common case, decided without the general path: a timestamp already in the output
+        # form, inside the window. Anything else (unreadable, too old, stale, in the future)
+        # goes the general way below, which says why.
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+        else:
+            stale_before, latest = _windows(ctx)
+            if moment >= EARLIEST and stale_before <= moment <= latest:
+                return raw
     for name in TIMESTAMP_FIELDS:
         raw = src.event.get(name)
         if raw is None or (type(raw) is str and (not raw or raw.isspace())):
