@@ -185,7 +185,8 @@ def _nested_warning(paths: tuple[str, ...]) -> TransformWarning:
             "nested_value",
             f"{_shown(list(paths))}: lists and nested objects render in email only, not in SMS",
         )
-        if len(_NESTED_WARNINGS) < _MAX_NESTED_WARNINGS:
+        # Kept only for a few short paths (what events of a kind nest), so memory stays small.
+        if len(_NESTED_WARNINGS) < _MAX_NESTED_WARNINGS and sum(map(len, paths)) <= 256:
             _NESTED_WARNINGS[paths] = warning
     return warning
 
