@@ -89,12 +89,12 @@ def occurred_at(
         # form, inside the window. Anything else (unreadable, too old, stale, in the future)
         # goes the general way below, which says why.
         try:
-            moment = datetime.fromisoformat(raw)
+            when = datetime.fromisoformat(raw)
         except ValueError:
             pass
         else:
             stale_before, latest = _windows(ctx)
-            if moment >= EARLIEST and stale_before <= moment <= latest:
+            if when >= EARLIEST and stale_before <= when <= latest:
                 return raw
     for name in TIMESTAMP_FIELDS:
         raw = src.event.get(name)
