@@ -14,6 +14,11 @@ Contenders:
         table interpreted at run time (``tests/rules_interpreter.py``) instead of compiled.
     transform only: the pipeline with a clock read between its stages; it reports the time of
         ``route`` + ``to_record`` alone, and explains where the pipeline's time goes.
+    pipeline and floor, custom-heavy corpus: the same two over a corpus of mostly named custom
+        events with many properties and products (``bench.corpus.CUSTOM_HEAVY_MIX``).
+
+Whole processes (``bench/process.py``) follow: ``python -m attentive_router transform FILE``
+against a process that only parses and re-serialises the same file, for both corpora.
 
 Delivery (``bench/delivery.py``) and memory (``bench/rss.py``) follow: the sender draining a
 queue into a sandbox that enforces Attentive's rate limits, the sender against a naive
@@ -23,8 +28,8 @@ taking 100-event ``/v1/batch`` requests over 127.0.0.1, events/s stored durably 
 latency, beside the raw SQLite insert rate. Start-up (``bench/startup.py``) opens it: the
 whole process of ``attentive-router transform`` on an empty file and of ``--help``, beside
 ``python -c pass`` and ``python -c "import orjson"``. ``--only
-startup|transform|delivery|rss|ingest`` (comma-separated; ``drain`` and ``unthrottled`` name the
-two halves of ``delivery``) runs a part of the benchmark.
+startup|transform|process|delivery|rss|ingest`` (comma-separated; ``drain`` and ``unthrottled``
+name the two halves of ``delivery``) runs a part of the benchmark.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ import orjson
 
 from attentive_router import Context
 from attentive_router._transform.router import DEFAULT_DISPATCH
-from bench import delivery, ingest, instructions, rss, startup, system
-from bench.corpus import DEFAULT_SEED, RECEIVED_AT, generate
+from bench import delivery, ingest, instructions, process, rss, startup, system
+from bench.corpus import DEFAULT_SEED, MIXES, RECEIVED_AT, generate
 from bench.profiling import profile
 from bench.transform import (
     Measurement,
@@ -58,6 +63,9 @@ from bench.transform import (
 
 PIPELINE_TO_FLOOR_TARGET = 2.0
 """The pipeline should take at most this many times the JSON floor's time."""
+
+CUSTOM_HEAVY_TO_FLOOR_TARGET = 3.0
+"""The same on the custom-heavy corpus (``bench.corpus.CUSTOM_HEAVY_MIX``)."""
 
 INTERPRETER_TO_PIPELINE_TARGET = 3.0
 """The interpreter should take at least this many times the generated pipeline's time."""
@@ -101,6 +109,8 @@ def report(
     unavailable: str,
     size: int,
     events: int,
+    *,
+    custom_size: int | None = None,
 ) -> None:
     """Print the results table, the target ratios and the transform-only breakdown."""
     rounds = len(next(iter(results.values())))
@@ -110,6 +120,11 @@ def report(
         f"corpus: {events:,} events, {size / 1e6:.1f} MB NDJSON "
         f"({size / events:,.0f} B/event on average)"
     )
+    if custom_size is not None:
+        print(
+            f"custom-heavy corpus (a', b'): {events:,} events, {custom_size / 1e6:.1f} MB, "
+            "90% named custom events with 5-15 properties and 1-4 products"
+        )
     print(
         f"machine: {system.cores()} cores, {platform.machine()}, "
         f"{platform.python_implementation()} {platform.python_version()}, "
@@ -134,6 +149,15 @@ def report(
     print(
         _ratio_line("pipeline / floor time", (pipe, base), PIPELINE_TO_FLOOR_TARGET, at_most=True)
     )
+    if "custom_pipeline" in results:
+        print(
+            _ratio_line(
+                "custom-heavy pipeline / floor",
+                (results["custom_pipeline"], results["custom_floor"]),
+                CUSTOM_HEAVY_TO_FLOOR_TARGET,
+                at_most=True,
+            )
+        )
     if "interpreter" in results:
         slow = results["interpreter"]
         print(
@@ -199,6 +223,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="corpus seed")
     parser.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default="default",
+        help="the corpus --profile uses (default %(default)s)",
+    )
+    parser.add_argument(
         "--instructions",
         type=int,
         nargs="?",
@@ -220,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         type=_parts,
         metavar="PARTS",
-        help="run only these parts, comma-separated: startup, transform, delivery "
+        help="run only these parts, comma-separated: startup, transform, process, delivery "
         "(= drain,unthrottled), drain, unthrottled, rss, ingest (default: all)",
     )
     parser.add_argument(
@@ -229,6 +259,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="R",
         help=f"runs of each command in the start-up part (default {startup.RUNS}; "
         f"--quick {QUICK_STARTUP_RUNS})",
+    )
+    group = parser.add_argument_group("whole process")
+    group.add_argument(
+        "--process-events",
+        type=int,
+        metavar="N",
+        help=f"events per file of the whole-process runs (default {process.PROCESS_EVENTS:,}; "
+        f"--quick {QUICK_PROCESS_EVENTS:,})",
+    )
+    group.add_argument(
+        "--process-rounds",
+        type=int,
+        metavar="R",
+        help=f"interleaved rounds of the whole-process runs (default {process.ROUNDS}; --quick 1)",
     )
     group = parser.add_argument_group("delivery and memory")
     group.add_argument(
@@ -299,13 +343,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-PARTS = ("startup", "transform", "drain", "unthrottled", "rss", "ingest")
+PARTS = ("startup", "transform", "process", "drain", "unthrottled", "rss", "ingest")
 QUICK_STARTUP_RUNS = 3
 QUICK_DRAIN_EVENTS = 300
 QUICK_UNTHROTTLED_EVENTS = 200
 QUICK_RSS_EVENTS = 2_000
 QUICK_INGEST_EVENTS = 2_000
 QUICK_INGEST_CONNECTIONS = (8,)
+QUICK_PROCESS_EVENTS = 2_000
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -328,10 +373,7 @@ def _parts(text: str) -> frozenset[str]:
         elif name in PARTS:
             chosen.add(name)
         else:
-            msg = (
-                f"unknown part {name!r}: choose from startup, transform, delivery, "
-                f"{', '.join(PARTS[2:])}"
-            )
+            msg = f"unknown part {name!r}: choose from delivery, {', '.join(PARTS)}"
             raise argparse.ArgumentTypeError(msg)
     return frozenset(chosen)
 
@@ -355,8 +397,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     connections = args.ingest_connections or (
         QUICK_INGEST_CONNECTIONS if args.quick else ingest.CONNECTIONS
     )
+    process_events = args.process_events or (
+        QUICK_PROCESS_EVENTS if args.quick else process.PROCESS_EVENTS
+    )
+    process_rounds = args.process_rounds or (1 if args.quick else process.ROUNDS)
     sizes = (
-        *(events, rounds, drain_events, unthrottled_events, delivery_rounds, rss_events),
+        *(
+            events,
+            rounds,
+            process_events,
+            process_rounds,
+            drain_events,
+            unthrottled_events,
+            delivery_rounds,
+            rss_events,
+        ),
         *(ingest_events, ingest_rounds, args.ingest_batch, startup_runs),
     )
     if min(sizes) < 1 or args.rss_budget <= 0:
@@ -366,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return instructions.report(args.instructions, args.seed)
     if args.profile is not None:
         ctx = Context(RECEIVED_AT)
-        lines = generate(args.profile, args.seed)
+        lines = generate(args.profile, args.seed, mix=args.mix)
         outcome_counts(lines, ctx)  # warm the caches as the measured runs have them
         profile(lines, ctx)
         return 0
@@ -376,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup.run(startup_runs)
     if "transform" in parts:
         status = run_transform(events, rounds, args.seed)
+    if "process" in parts:
+        process.run(process_events, process_rounds, args.seed)
     delivery_parts = parts & {"drain", "unthrottled"}
     if delivery_parts:
         delivery.run_all(
@@ -396,18 +453,24 @@ def run_transform(events: int, rounds: int, seed: int) -> int:
     ctx = Context(RECEIVED_AT)
     print(f"generating {events:,} events (seed {seed})...", file=sys.stderr, flush=True)
     lines = generate(events, seed)
+    custom = generate(events, seed, mix="custom-heavy")
     size = sum(map(len, lines))
     dispatch, unavailable = load_interpreter()
 
     counts = outcome_counts(lines, ctx)
+    outcome_counts(custom, ctx)  # warm the caches for this corpus too
     contenders: dict[str, Runner] = {
         "pipeline": lambda corpus: pipeline(corpus, ctx),
         "floor": floor,
         "transform": lambda corpus: transform_only(corpus, ctx),
+        "custom_pipeline": lambda _: pipeline(custom, ctx),
+        "custom_floor": lambda _: floor(custom),
     }
     labels = {
         "pipeline": "(a) pipeline: loads, route, to_record, dumps",
         "floor": "(b) floor: orjson loads + dumps only",
+        "custom_pipeline": "(a') pipeline, custom-heavy corpus",
+        "custom_floor": "(b') floor, custom-heavy corpus",
         "interpreter": "(c) interpreter pipeline (rules_interpreter)",
         "transform": "    transform only: route + to_record",
         "generated_mappings": "(d) generated mapping functions only",
@@ -427,7 +490,7 @@ def run_transform(events: int, rounds: int, seed: int) -> int:
     print(f"measuring {rounds} rounds...", file=sys.stderr, flush=True)
     results = measure(contenders, lines, rounds)
 
-    report(results, labels, unavailable, size, events)
+    report(results, labels, unavailable, size, events, custom_size=sum(map(len, custom)))
     print()
     print("outcomes of the corpus")
     for name, count in sorted(counts.items(), key=lambda item: -item[1]):

@@ -12,6 +12,7 @@ phonenumbers), are a day old (stale warning) or carry unreadable or implausible 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,41 @@ MIX: tuple[tuple[str, float], ...] = (
     ("Order Cancelled", 0.2),
     ("unnamed track", 9.3),
 )
+
+CUSTOM_HEAVY_MIX: tuple[tuple[str, float], ...] = (
+    ("Checkout Started", 12.0),
+    ("Cart Viewed", 10.0),
+    ("Product List Viewed", 10.0),
+    ("Order Updated", 8.0),
+    ("Product Clicked", 8.0),
+    ("Product Removed", 6.0),
+    ("Products Searched", 6.0),
+    ("Payment Info Entered", 6.0),
+    ("Order Refunded", 5.0),
+    ("Order Cancelled", 5.0),
+    ("Promotion Viewed", 4.0),
+    ("Product Added to Wishlist", 4.0),
+    ("Promotion Clicked", 3.0),
+    ("Coupon Entered", 3.0),
+    ("Product Viewed", 4.0),
+    ("Order Completed", 2.0),
+    ("identify", 2.0),
+    ("page", 2.0),
+)
+"""A shop whose traffic is mostly the integration doc's named custom events (90 %), each with
+5-15 properties and a ``products`` array of 1-4 items: the custom-event body rules' worst case."""
+
+MIXES = {"default": MIX, "custom-heavy": CUSTOM_HEAVY_MIX}
+"""The corpora ``generate`` draws, by name."""
+
+_CUSTOM_EVENTS = frozenset(kind for kind, _ in CUSTOM_HEAVY_MIX[:14])
+"""The named custom events of ``CUSTOM_HEAVY_MIX`` (the kinds it enriches)."""
+
+_EXTRA_PROPERTIES = (
+    "session_id", "page_type", "experiment", "experiment_group", "source", "loyalty_tier",
+    "items_count", "value", "currency", "logged_in", "list_name", "step", "shipping_method",
+)  # fmt: skip
+"""Properties a shop adds to its events beyond the spec's (``_Generator._extra`` draws them)."""
 
 ANONYMOUS_SHARE = 0.10
 """Events of visitors with no email, phone or userId (skipped with ``no_identifier``)."""
@@ -131,12 +167,13 @@ _SHOP = "https://shop.example.com"
 class _Generator:
     """Draws events from one seeded ``random.Random``; the same seed gives the same bytes."""
 
-    def __init__(self, seed: int, users: int) -> None:
+    def __init__(self, seed: int, users: int, mix: tuple[tuple[str, float], ...] = MIX) -> None:
         self.rng = random.Random(seed)
         self.users = [self._user(index) for index in range(users)]
         self.catalogue = [self._product(index) for index in range(600)]
-        self.kinds = [kind for kind, _ in MIX]
-        self.weights = [weight for _, weight in MIX]
+        self.kinds = [kind for kind, _ in mix]
+        self.weights = [weight for _, weight in mix]
+        self.rich = mix is CUSTOM_HEAVY_MIX
 
     # -- people and products ------------------------------------------------------------------
 
@@ -274,6 +311,8 @@ class _Generator:
         sent = moment + timedelta(milliseconds=rng.randint(5, 400))
         name = rng.choice(_UNNAMED) if kind == "unnamed track" else kind
         path, title, properties = self._properties(name)
+        if self.rich and kind in _CUSTOM_EVENTS:
+            properties = self._enriched(properties)
         event: Event = {
             "anonymousId": user["anonymousId"],
             "context": self._context(user, path, title),
@@ -400,6 +439,38 @@ class _Generator:
             return self._unnamed(kind)
         return self._order(kind)
 
+    def _enriched(self, properties: Event) -> Event:
+        """``properties`` with 1-4 products and 5-15 properties in all (``CUSTOM_HEAVY_MIX``)."""
+        rng = self.rng
+        products = properties.get("products")
+        if not isinstance(products, list):
+            products = [self._line_item(p) for p in range(1, rng.randint(1, 4) + 1)]
+        properties["products"] = products[:4]
+        wanted = rng.randint(5, 15)
+        extras = [key for key in _EXTRA_PROPERTIES if key not in properties]
+        for key in rng.sample(extras, max(0, min(len(extras), wanted - len(properties)))):
+            properties[key] = self._extra(key)
+        return properties
+
+    def _extra(self, key: str) -> object:
+        rng = self.rng
+        draws: dict[str, Callable[[], object]] = {
+            "session_id": lambda: f"sess_{self._hex(16)}",
+            "page_type": lambda: rng.choice(("checkout", "cart", "collection", "account")),
+            "experiment": lambda: rng.choice(("free_shipping_banner", "one_page_checkout")),
+            "experiment_group": lambda: rng.choice(("control", "treatment")),
+            "source": lambda: rng.choice(("web", "mobile_web", "app")),
+            "loyalty_tier": lambda: rng.choice(("none", "silver", "gold")),
+            "items_count": lambda: rng.randint(1, 9),
+            "value": lambda: round(rng.uniform(10, 400), 2),
+            "currency": lambda: "USD",
+            "logged_in": lambda: rng.random() < 0.7,
+            "list_name": lambda: rng.choice(_CATEGORIES),
+            "step": lambda: rng.randint(1, 4),
+            "shipping_method": lambda: rng.choice(("ground", "express", "pickup")),
+        }
+        return draws[key]()
+
     def _unnamed(self, name: str) -> tuple[str, str, Event]:
         """Properties of the shop's own track events, which no mapping table names."""
         rng = self.rng
@@ -489,9 +560,9 @@ class _Generator:
         return path, title, order
 
 
-def generate(events: int, seed: int = DEFAULT_SEED) -> list[bytes]:
-    """``events`` NDJSON lines (each ending in a newline) drawn from ``seed``."""
-    generator = _Generator(seed, users=max(50, events // 4))
+def generate(events: int, seed: int = DEFAULT_SEED, mix: str = "default") -> list[bytes]:
+    """``events`` NDJSON lines (each ending in a newline) drawn from ``seed``, in ``MIXES[mix]``."""
+    generator = _Generator(seed, users=max(50, events // 4), mix=MIXES[mix])
     return [
         orjson.dumps(generator.event(), option=orjson.OPT_APPEND_NEWLINE) for _ in range(events)
     ]

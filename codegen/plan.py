@@ -89,7 +89,11 @@ def read_markers(path: Path) -> dict[str, frozenset[str]]:
     return found
 
 
-SHORTCUTS = {"KEEPS_NONBLANK_STRINGS": "nonblank_str", "PASSES_THROUGH": "identity"}
+SHORTCUTS = {
+    "KEEPS_NONBLANK_STRINGS": "nonblank_str",
+    "PASSES_THROUGH": "identity",
+    "ABSENT_FOR_NONE": "absent",
+}
 """Marker constants of ``values.py`` and the shortcut the template takes for their functions."""
 
 
@@ -160,11 +164,12 @@ class Step:
     stops: bool
     required_check: bool
     shortcut: str = ""
-    """``nonblank_str`` or ``identity`` when the value need not go through the function."""
+    """``nonblank_str``, ``identity`` or ``absent`` when the value need not (always) go through
+    the function."""
     read: str = ""
     """Python source reading the input (for value rows)."""
     raw: str = ""
-    """Variable holding the input before a ``nonblank_str`` shortcut decides."""
+    """Variable holding the input before a ``nonblank_str`` or ``absent`` shortcut decides."""
 
 
 @frozen
@@ -328,7 +333,7 @@ def _plan_mapping(
         else:
             shortcut = shortcuts.get(rule.function, "")
             read = python_input(rule.input)
-            raw = names(f"{rule.output_key} raw") if shortcut == "nonblank_str" else ""
+            raw = names(f"{rule.output_key} raw") if shortcut in {"nonblank_str", "absent"} else ""
             call = f"_v.{rule.function}({raw or read}, {rule.input!r}, ctx, warnings)"
         steps.append(
             Step(

@@ -27,6 +27,8 @@ def test_quick_benchmark_reports_every_contender_and_ratio() -> None:
     contenders = (
         "(a) pipeline",
         "(b) floor",
+        "(a') pipeline, custom-heavy corpus",
+        "(b') floor, custom-heavy corpus",
         "(c) interpreter pipeline",
         "(d) generated mapping functions only",
         "(e) interpreted mapping functions only",
@@ -35,6 +37,7 @@ def test_quick_benchmark_reports_every_contender_and_ratio() -> None:
         assert re.search(rf"{re.escape(contender)}.*\s[\d,]+\s+\d+\.\d+\s", out), contender
     ratios = (
         "pipeline / floor time",
+        "custom-heavy pipeline / floor",
         "interpreter / pipeline time",
         "interpreted / generated mappings",
     )
@@ -43,6 +46,65 @@ def test_quick_benchmark_reports_every_contender_and_ratio() -> None:
     assert "transform only" in out
     assert "300 events" in out
     assert "cores" in out
+
+
+def test_quick_whole_process_benchmark_reports_both_corpora_and_start_up() -> None:
+    command = [
+        *(sys.executable, "-m", "bench", "--only", "process"),
+        *("--process-events", "300", "--process-rounds", "1"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "files: 300 events each" in out
+    for corpus in ("default", "custom-heavy"):
+        for process in ("transform", "floor"):
+            seconds, _spread, rate = _row(out, f"{process}, {corpus} file")
+            assert float(seconds) > 0
+            assert _number(rate) > 0
+        assert re.search(
+            rf"transform / floor, {corpus}\s+\d+\.\d\dx\s+target <= \d\.0\s+(PASS|MISS)"
+            r"\s+\(per round [\d.]+-[\d.]+; -?[\d.]+x without start-up\)",
+            out,
+        ), corpus
+    assert re.search(r"start-up \(empty file\): transform \d+ ms, floor \d+ ms", out)
+
+
+_CORPUS_FACTS = """
+import collections, orjson
+from bench.corpus import generate
+lines = generate(1000, 11, mix="custom-heavy")
+assert lines == generate(1000, 11, mix="custom-heavy")
+assert lines != generate(1000, 12, mix="custom-heavy")
+events = [orjson.loads(line) for line in lines]
+custom = [e for e in events if e.get("event") in {
+    "Checkout Started", "Cart Viewed", "Product List Viewed", "Order Updated", "Product Clicked",
+    "Product Removed", "Products Searched", "Payment Info Entered", "Order Refunded",
+    "Order Cancelled", "Promotion Viewed", "Product Added to Wishlist", "Promotion Clicked",
+    "Coupon Entered"}]
+print(len(custom), min(len(e["properties"]) for e in custom),
+      max(len(e["properties"]) for e in custom),
+      min(len(e["properties"]["products"]) for e in custom),
+      max(len(e["properties"]["products"]) for e in custom))
+"""
+
+
+def test_the_custom_heavy_corpus_is_seeded_and_mostly_rich_named_custom_events() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _CORPUS_FACTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    count, fewest, most, fewest_products, most_products = map(int, result.stdout.split())
+    assert 850 <= count <= 950  # 90 % of the mix
+    assert (fewest, most) == (5, 15)
+    assert (fewest_products, most_products) == (1, 4)
 
 
 def _number(text: str) -> float:

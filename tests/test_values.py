@@ -20,8 +20,17 @@ json_values = st.recursive(
 
 
 def test_the_shortcut_markers_name_existing_normalisers() -> None:
-    for name in values.KEEPS_NONBLANK_STRINGS | values.PASSES_THROUGH:
+    markers = (values.KEEPS_NONBLANK_STRINGS, values.PASSES_THROUGH, values.ABSENT_FOR_NONE)
+    for name in frozenset().union(*markers):
         assert callable(getattr(values, name))
+
+
+def test_absent_for_none_normalisers_keep_none_absent_without_a_warning() -> None:
+    assert values.ABSENT_FOR_NONE
+    for name in sorted(values.ABSENT_FOR_NONE):
+        warnings: list[TransformWarning] = []
+        assert getattr(values, name)(None, "field", CTX, warnings) is None, name
+        assert warnings == [], name
 
 
 @given(text=st.text().filter(lambda s: bool(s.strip())))

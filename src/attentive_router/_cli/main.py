@@ -344,10 +344,12 @@ def transform(
         except OSError as error:
             raise _OutputError(error.errno, error.strerror) from error
 
+    shown = progress.enabled  # the progress line, and the position it shows, only on a terminal
     try:
         for done, item in enumerate(read_events(source), 1):
             emit(_record(item, ctx, tally))
-            progress.update(done, size, source.tell() if size else None)
+            if shown:
+                progress.update(done, size, source.tell() if size else None)
         try:
             stdout.flush()
         except OSError as error:

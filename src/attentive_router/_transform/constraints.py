@@ -53,9 +53,18 @@ def _forbidden(key: object) -> bool:
     return False
 
 
+_PLAIN: frozenset[type] = frozenset({int, float, bool, type(None)})
+"""Types of values no rule applies to."""
+
+
 @define
 class _Scan:
-    """One pass over custom event properties: what Attentive's rules have to say about them."""
+    """One pass over custom event properties: what Attentive's rules have to say about them.
+
+    Most properties are short strings, numbers and booleans under keys seen before. The pass
+    checks an object's keys against ``_CLEAN_KEYS`` in one set comparison, and then decides on
+    each value by its exact type (JSON parsers make no subclasses); other types go the long way.
+    """
 
     dropped: list[str] = field(factory=list)
     too_deep: list[str] = field(factory=list)
@@ -66,29 +75,64 @@ class _Scan:
     def visit(self, value: object, path: str, depth: int = 1) -> None:
         """Note forbidden keys, nesting and long URLs at every depth under ``path``."""
         if isinstance(value, dict):
-            self.keys += len(value)
-            for key, inner in value.items():
-                if _forbidden(key):
-                    self.dropped.append(f"{path}.{key}")
-                elif isinstance(inner, str):
-                    if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
-                        self.urls.append(f"{path}.{key}")
-                elif isinstance(inner, dict | list):
-                    self.nested.append(f"{path}.{key}")
-                    self._inner(inner, f"{path}.{key}", depth)
+            self._object(value, path, depth)
         elif isinstance(value, list):
-            for index, inner in enumerate(value):
-                if isinstance(inner, str):
-                    if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
-                        self.urls.append(f"{path}[{index}]")
-                elif isinstance(inner, dict | list):
-                    self._inner(inner, f"{path}[{index}]", depth)
+            self._array(value, path, depth)
 
-    def _inner(self, value: dict[str, Any] | list[Any], path: str, depth: int) -> None:
+    def _object(self, value: dict[Any, Any], path: str, depth: int) -> None:
+        self.keys += len(value)
+        if not value.keys() <= _CLEAN_KEYS:
+            self._object_with_bad_keys(value, path, depth)
+            return
+        for key, inner in value.items():
+            kind = type(inner)
+            if kind is str:
+                if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                    self.urls.append(f"{path}.{key}")
+            elif kind is dict or kind is list:
+                where = f"{path}.{key}"
+                self.nested.append(where)
+                self._inner(inner, where, depth)
+            elif kind not in _PLAIN:
+                self._other(inner, f"{path}.{key}", depth, nested=True)
+
+    def _object_with_bad_keys(self, value: dict[Any, Any], path: str, depth: int) -> None:
+        for key, inner in value.items():
+            if _forbidden(key):
+                self.dropped.append(f"{path}.{key}")
+            else:
+                self._other(inner, f"{path}.{key}", depth, nested=True)
+
+    def _array(self, value: list[Any], path: str, depth: int) -> None:
+        for index, inner in enumerate(value):
+            kind = type(inner)
+            if kind is dict and depth < MAX_DEPTH:  # a list of objects (products): the common case
+                self._object(inner, f"{path}[{index}]", depth + 1)
+            elif kind is dict or kind is list:
+                self._inner(inner, f"{path}[{index}]", depth)
+            elif kind is str:
+                if len(inner) > MAX_SHORTENED_URL and inner.startswith(_URL_SCHEMES):
+                    self.urls.append(f"{path}[{index}]")
+            elif kind not in _PLAIN:
+                self._other(inner, f"{path}[{index}]", depth, nested=False)
+
+    def _other(self, value: object, path: str, depth: int, *, nested: bool) -> None:
+        """Any value, judged with ``isinstance`` (``nested``: it is the value of a key)."""
+        if isinstance(value, str):
+            if len(value) > MAX_SHORTENED_URL and value.startswith(_URL_SCHEMES):
+                self.urls.append(path)
+        elif isinstance(value, dict | list):
+            if nested:
+                self.nested.append(path)
+            self._inner(value, path, depth)
+
+    def _inner(self, value: dict[Any, Any] | list[Any], path: str, depth: int) -> None:
         if depth >= MAX_DEPTH:
             self.too_deep.append(path)
+        elif isinstance(value, dict):
+            self._object(value, path, depth + 1)
         else:
-            self.visit(value, path, depth + 1)
+            self._array(value, path, depth + 1)
 
 
 _URL_SCHEMES = ("http://", "https://")
@@ -126,6 +170,25 @@ def _shown(paths: list[str], limit: int = 5) -> str:
     unique = list(dict.fromkeys(paths))
     more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
     return ", ".join(unique[:limit]) + more
+
+
+_NESTED_WARNINGS: dict[tuple[str, ...], TransformWarning] = {}
+"""The ``nested_value`` warning by the paths it names: most events of a kind nest the same keys
+(``properties.products``). Warnings are immutable values, so one serves them all."""
+_MAX_NESTED_WARNINGS = 1024
+
+
+def _nested_warning(paths: tuple[str, ...]) -> TransformWarning:
+    warning = _NESTED_WARNINGS.get(paths)
+    if warning is None:
+        warning = TransformWarning(
+            "nested_value",
+            f"{_shown(list(paths))}: lists and nested objects render in email only, not in SMS",
+        )
+        # Kept only for a few short paths (what events of a kind nest), so memory stays small.
+        if len(_NESTED_WARNINGS) < _MAX_NESTED_WARNINGS and sum(map(len, paths)) <= 256:
+            _NESTED_WARNINGS[paths] = warning
+    return warning
 
 
 def custom_event(
@@ -174,12 +237,7 @@ def custom_event(
             )
         )
     if scan.nested:
-        warnings.append(
-            TransformWarning(
-                "nested_value",
-                f"{_shown(scan.nested)}: lists and nested objects render in email only, not in SMS",
-            )
-        )
+        warnings.append(_nested_warning(tuple(scan.nested)))
     if properties is body.properties:
         return body
     return attrs.evolve(body, properties=properties or None)

@@ -47,6 +47,21 @@ def _window(received_at: datetime, stale_after: timedelta) -> tuple[datetime, da
     return received_at - stale_after, received_at + FUTURE_TOLERANCE
 
 
+_WINDOWS: dict[int, tuple[Context, tuple[datetime, datetime]]] = {}
+"""``_window`` per context (hashing its datetime and timedelta on every event costs more)."""
+
+
+def _windows(ctx: Context) -> tuple[datetime, datetime]:
+    cached = _WINDOWS.get(id(ctx))
+    if cached is not None and cached[0] is ctx:
+        return cached[1]
+    window = _window(ctx.received_at, ctx.config.stale_after)
+    if len(_WINDOWS) >= 8:  # a few contexts at a time; never grow without bound
+        _WINDOWS.clear()
+    _WINDOWS[id(ctx)] = (ctx, window)
+    return window
+
+
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``, e.g. ``2026-01-08T13:52:50.212Z``."""
     text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
@@ -68,6 +83,19 @@ def occurred_at(
     src: Source, ctx: Context, warnings: list[TransformWarning]
 ) -> str | Rejected | Skipped:
     """When the event happened: timestamp, originalTimestamp or sentAt, else the receipt time."""
+    raw = src.event.get("timestamp")
+    if type(raw) is str and _CANONICAL.fullmatch(raw):
+        # The common case, decided without the general path: a timestamp already in the output
+        # form, inside the window. Anything else (unreadable, too old, stale, in the future)
+        # goes the general way below, which says why.
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+        else:
+            stale_before, latest = _windows(ctx)
+            if when >= EARLIEST and stale_before <= when <= latest:
+                return raw
     for name in TIMESTAMP_FIELDS:
         raw = src.event.get(name)
         if raw is None or (type(raw) is str and (not raw or raw.isspace())):
@@ -83,7 +111,7 @@ def occurred_at(
                 f"{name} {shown(raw)} is before {EARLIEST.year}: a client clock error, "
                 "not an event time",
             )
-        stale_before, latest = _window(ctx.received_at, ctx.config.stale_after)
+        stale_before, latest = _windows(ctx)
         if moment > latest:
             return Rejected(
                 "invalid_timestamp",

@@ -73,9 +73,16 @@ converter = _make_converter()
 """The converter between models and JSON-ready dicts."""
 
 
+_BODY_HOOKS: dict[type[Any], Any] = {
+    cls: converter.get_unstructure_hook(cls) for cls in _models.BODY_TYPES
+}
+"""Each body class's generated unstructure function, called without the converter's dispatch."""
+
+
 def to_json(body: _models.Body) -> JSONObject:
     """Return the JSON object (dict) Attentive receives for ``body``."""
-    result: JSONObject = converter.unstructure(body)
+    hook = _BODY_HOOKS.get(type(body))
+    result: JSONObject = converter.unstructure(body) if hook is None else hook(body)
     return result
 
 
@@ -103,6 +110,8 @@ def body_schema(title: str) -> JSONObject:
 def _message_id(event: Any) -> str | int | None:
     if isinstance(event, dict):
         value = event.get("messageId")
+        if type(value) is str:
+            return value
         if isinstance(value, str | int) and not isinstance(value, bool):
             return value
     return None

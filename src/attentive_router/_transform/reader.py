@@ -166,4 +166,7 @@ def _lines(lines: Iterator[bytes] | list[bytes] | IO[bytes], start: int) -> Iter
         except orjson.JSONDecodeError as error:
             yield _error(number, error, raw)
             continue
-        yield from _expand(document, number)
+        if type(document) is dict and type(document.get("batch")) is not list:
+            yield Item(number, document)  # one event per line: the common case, without _expand
+        else:
+            yield from _expand(document, number)

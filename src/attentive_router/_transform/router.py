@@ -78,8 +78,19 @@ def _alias_table(aliases: Mapping[str, str], builtin: bool) -> dict[str, tuple[s
     return table
 
 
+_ALIASES: dict[int, tuple[Config, dict[str, tuple[str, str]]]] = {}
+"""Per configuration: its alias table (``_alias_table`` hashes the aliases on every call)."""
+
+
 def _aliases(config: Config) -> dict[str, tuple[str, str]]:
-    return _alias_table(config.aliases, config.builtin_aliases)
+    cached = _ALIASES.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    table = _alias_table(config.aliases, config.builtin_aliases)
+    if len(_ALIASES) >= 8:  # a few configurations at most; never grow without bound
+        _ALIASES.clear()
+    _ALIASES[id(config)] = (config, table)
+    return table
 
 
 @lru_cache(maxsize=16)
@@ -101,18 +112,23 @@ def _filtered(call: str, name: object, filters: EventFilter) -> Skipped | None:
     Event-name lists judge track calls with a string name only: a track call without a usable
     name goes on, and is rejected as before.
     """
+    if not (
+        filters.deny_calls or filters.deny_events or filters.allow_calls or filters.allow_events
+    ):
+        return None
     named = call == "track" and isinstance(name, str)
-    subject = f"track {shown(name)}" if named else f"{call} call"
     pattern = _first_match(call, filters.deny_calls)
     if pattern is not None:
-        return Skipped("filtered", f"{subject} matches deny_calls {shown(pattern)}")
+        return Skipped("filtered", f"{_subject(call, name)} matches deny_calls {shown(pattern)}")
     if named and isinstance(name, str):
         pattern = _first_match(name, filters.deny_events)
         if pattern is not None:
-            return Skipped("filtered", f"{subject} matches deny_events {shown(pattern)}")
+            return Skipped(
+                "filtered", f"{_subject(call, name)} matches deny_events {shown(pattern)}"
+            )
     if filters.allow_calls and _first_match(call, filters.allow_calls) is None:
         listed = _listed(filters.allow_calls)
-        return Skipped("filtered", f"{subject} matches none of allow_calls ({listed})")
+        return Skipped("filtered", f"{_subject(call, name)} matches none of allow_calls ({listed})")
     if (
         named
         and isinstance(name, str)
@@ -120,8 +136,15 @@ def _filtered(call: str, name: object, filters: EventFilter) -> Skipped | None:
         and _first_match(name, filters.allow_events) is None
     ):
         listed = _listed(filters.allow_events)
-        return Skipped("filtered", f"{subject} matches none of allow_events ({listed})")
+        return Skipped(
+            "filtered", f"{_subject(call, name)} matches none of allow_events ({listed})"
+        )
     return None
+
+
+def _subject(call: str, name: object) -> str:
+    """How a skip message names the event: built only for the events that are skipped."""
+    return f"track {shown(name)}" if call == "track" and isinstance(name, str) else f"{call} call"
 
 
 _CONSENT_PATH = "context.consent.categoryPreferences"
@@ -189,11 +212,13 @@ def _unconsented(event: Mapping[str, Any], config: Config) -> Skipped | None:
 
 
 def _has_identifier(event: Mapping[str, Any], traits: Mapping[str, Any]) -> bool:
-    return not (
-        is_blank(traits.get("email"))
-        and is_blank(traits.get("phone"))
-        and is_blank(event.get("userId"))
-    )
+    for value in (traits.get("email"), traits.get("phone"), event.get("userId")):
+        if type(value) is str:
+            if value and not value.isspace():  # ``is_blank``, without a call per value
+                return True
+        elif not is_blank(value):
+            return True
+    return False
 
 
 _FOLDED: dict[int, tuple[Dispatch, dict[str, str]]] = {}
@@ -282,6 +307,17 @@ def _dedupe(warnings: list[TransformWarning]) -> tuple[TransformWarning, ...]:
     return tuple(dict.fromkeys(warnings)) if len(warnings) > 1 else tuple(warnings)
 
 
+def _unmapped_call(call: object) -> Skipped | Rejected:
+    """The outcome of an event whose type is not identify, track or page."""
+    if is_blank(call):
+        return Rejected("missing_type", "the event has no type (identify, track, page, ...)")
+    if not isinstance(call, str):
+        return Rejected("invalid_type", f"type must be a string, not {json_type(call)}")
+    if call in UNSUPPORTED_CALLS:
+        return Skipped("unsupported_call_type", f"{call} calls have no Attentive counterpart")
+    return Rejected("invalid_type", f"type {shown(call)} is not a Segment call type")
+
+
 def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) -> Outcome:
     """Map one Segment event to its outcome.
 
@@ -296,14 +332,8 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     if type(event) is not dict and not isinstance(event, Mapping):
         return Rejected("not_an_object", f"an event must be a JSON object, not {json_type(event)}")
     call = event.get("type")
-    if is_blank(call):
-        return Rejected("missing_type", "the event has no type (identify, track, page, ...)")
-    if not isinstance(call, str):
-        return Rejected("invalid_type", f"type must be a string, not {json_type(call)}")
-    if call in UNSUPPORTED_CALLS:
-        return Skipped("unsupported_call_type", f"{call} calls have no Attentive counterpart")
-    if call not in MAPPED_CALLS:
-        return Rejected("invalid_type", f"type {shown(call)} is not a Segment call type")
+    if type(call) is not str or call not in MAPPED_CALLS:
+        return _unmapped_call(call)
     config = ctx.config
     filtered = _filtered(call, event.get("event"), config.filters)
     if filtered is not None:

@@ -78,6 +78,19 @@ def _object_at(holder: Mapping[str, Any], key: str, path: str) -> Mapping[str, A
 
 def read_source(event: Mapping[str, Any]) -> Source | Rejected:
     """Resolve traits and properties of ``event``, or reject it when one is not an object."""
+    context = event.get("context")
+    properties = event.get("properties")
+    if type(context) is dict and type(properties) is dict and event.get("traits") is None:
+        # A track or page call as analytics.js sends it: the traits are context.traits alone.
+        context_traits = context.get("traits")
+        if type(context_traits) is dict and context_traits:
+            return Source(event, context_traits, properties)
+        if context_traits is None:
+            return Source(event, _EMPTY, properties)
+    return _read_source(event)
+
+
+def _read_source(event: Mapping[str, Any]) -> Source | Rejected:
     context = _object_at(event, "context", "context")
     if isinstance(context, Rejected):
         return context
