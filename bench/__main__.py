@@ -25,9 +25,11 @@ queue into a sandbox that enforces Attentive's rate limits, the sender against a
 one-request-at-a-time loop without limits, and the peak RSS of ``attentive-router send`` on a
 1,000,000-event file. Ingest (``bench/ingest.py``) closes the run: ``attentive-router serve``
 taking 100-event ``/v1/batch`` requests over 127.0.0.1, events/s stored durably and request
-latency, beside the raw SQLite insert rate. ``--only transform|process|delivery|rss|ingest``
-(comma-separated; ``drain`` and ``unthrottled`` name the two halves of ``delivery``) runs a
-part of the benchmark.
+latency, beside the raw SQLite insert rate. Start-up (``bench/startup.py``) opens it: the
+whole process of ``attentive-router transform`` on an empty file and of ``--help``, beside
+``python -c pass`` and ``python -c "import orjson"``. ``--only
+startup|transform|process|delivery|rss|ingest`` (comma-separated; ``drain`` and ``unthrottled``
+name the two halves of ``delivery``) runs a part of the benchmark.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import orjson
 
 from attentive_router import Context
 from attentive_router._transform.router import DEFAULT_DISPATCH
-from bench import delivery, ingest, instructions, process, rss, system
+from bench import delivery, ingest, instructions, process, rss, startup, system
 from bench.corpus import DEFAULT_SEED, MIXES, RECEIVED_AT, generate
 from bench.profiling import profile
 from bench.transform import (
@@ -248,8 +250,15 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         type=_parts,
         metavar="PARTS",
-        help="run only these parts, comma-separated: transform, process, delivery "
+        help="run only these parts, comma-separated: startup, transform, process, delivery "
         "(= drain,unthrottled), drain, unthrottled, rss, ingest (default: all)",
+    )
+    parser.add_argument(
+        "--startup-runs",
+        type=int,
+        metavar="R",
+        help=f"runs of each command in the start-up part (default {startup.RUNS}; "
+        f"--quick {QUICK_STARTUP_RUNS})",
     )
     group = parser.add_argument_group("whole process")
     group.add_argument(
@@ -334,7 +343,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-PARTS = ("transform", "process", "drain", "unthrottled", "rss", "ingest")
+PARTS = ("startup", "transform", "process", "drain", "unthrottled", "rss", "ingest")
+QUICK_STARTUP_RUNS = 3
 QUICK_DRAIN_EVENTS = 300
 QUICK_UNTHROTTLED_EVENTS = 200
 QUICK_RSS_EVENTS = 2_000
@@ -383,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss_events = args.rss_events or (QUICK_RSS_EVENTS if args.quick else rss.RSS_EVENTS)
     ingest_events = args.ingest_events or (QUICK_INGEST_EVENTS if args.quick else ingest.EVENTS)
     ingest_rounds = args.ingest_rounds or (1 if args.quick else ingest.ROUNDS)
+    startup_runs = args.startup_runs or (QUICK_STARTUP_RUNS if args.quick else startup.RUNS)
     connections = args.ingest_connections or (
         QUICK_INGEST_CONNECTIONS if args.quick else ingest.CONNECTIONS
     )
@@ -401,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             delivery_rounds,
             rss_events,
         ),
-        *(ingest_events, ingest_rounds, args.ingest_batch),
+        *(ingest_events, ingest_rounds, args.ingest_batch, startup_runs),
     )
     if min(sizes) < 1 or args.rss_budget <= 0:
         print("python -m bench: sizes, rounds and the budget must be positive", file=sys.stderr)
@@ -416,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parts = args.only or frozenset(PARTS)
     status = 0
+    if "startup" in parts:
+        startup.run(startup_runs)
     if "transform" in parts:
         status = run_transform(events, rounds, args.seed)
     if "process" in parts:

@@ -224,3 +224,29 @@ def test_quick_ingest_benchmark_reports_rates_latencies_and_durability() -> None
     ):
         assert re.search(target + r"\s+(PASS|MISS)", out), target
     assert "on the same machine as the server, sharing its cores" in out
+
+
+def test_quick_startup_benchmark_reports_every_command_and_verdict() -> None:
+    command = [sys.executable, "-m", "bench", "--only", "startup", "--startup-runs", "2"]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "runs: 2 per command" in out
+    for label in (
+        "(q) floor: python -c pass",
+        '(r) floor: python -c "import orjson"',
+        "(s) attentive-router transform EMPTY",
+        "(t) attentive-router --help",
+    ):
+        median, spread, cpu = _row(out, label)
+        low, high = (float(part) for part in spread.split("-"))
+        assert 0 < low <= float(median) <= high, label
+        assert float(cpu) > 0, label
+    for judged in ("transform of an empty file", "--help"):
+        assert re.search(
+            rf"{re.escape(judged)}\s+\d+\.\d ms\s+target < 150 ms\s+(PASS|MISS)\s+"
+            r"\(-?\d+\.\d ms above the orjson floor, \d+\.\dx python -c pass\)",
+            out,
+        ), judged

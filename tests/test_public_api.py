@@ -38,6 +38,8 @@ def test_every_name_in_all_exists() -> None:
 
 
 def test_every_public_module_level_name_is_in_all() -> None:
+    for name in attentive_router.__all__:  # the names load on first use
+        getattr(attentive_router, name)
     public = {
         name
         for name, value in vars(attentive_router).items()
@@ -45,6 +47,18 @@ def test_every_public_module_level_name_is_in_all() -> None:
     }
     assert sorted(public - set(attentive_router.__all__)) == []
     assert sorted(set(attentive_router.__all__) - public) == []
+
+
+def test_every_name_in_all_is_loaded_from_its_module() -> None:
+    assert sorted(attentive_router._HOME) == attentive_router.__all__
+    for name, module in attentive_router._HOME.items():
+        home = importlib.import_module(f"attentive_router._transform.{module}")
+        assert getattr(attentive_router, name) is getattr(home, name)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    assert not hasattr(attentive_router, "no_such_name")
+    assert "route" in dir(attentive_router)
 
 
 def test_no_public_submodule_is_bound_on_the_package() -> None:

@@ -20,34 +20,27 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, NewType, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, NewType, get_args, get_origin
 
 import attrs
-import phonenumbers
 from attrs import field, frozen
-from cattrs import Converter
-from cattrs.errors import (
-    AttributeValidationNote,
-    ClassValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationError,
-    IterableValidationNote,
-)
-from cattrs.gen import make_dict_structure_fn
 
-from attentive_router._transform.generated.transforms import MAPPINGS
-from attentive_router._transform.mapping import ANY_EVENT
+from attentive_router._transform.generated.event_names import MAPPED_EVENT_NAMES
 from attentive_router._transform.options import Config
 from attentive_router._transform.options import EventFilter as TransformFilter
 
+if TYPE_CHECKING:
+    from cattrs import Converter
+
+# cattrs (and libphonenumber, for regions) load only when a file is read: every command
+# resolves its options here, most of them without a configuration file.
+
 SEGMENT_CALLS = ("identify", "track", "page", "screen", "group", "alias")
 """The call types of the Segment spec (a filter names some of them)."""
-MAPPED_EVENTS = tuple(
-    sorted({m.event for m in MAPPINGS if m.call == "track" and m.event and m.event != ANY_EVENT})
-)
+MAPPED_EVENTS = tuple(sorted(MAPPED_EVENT_NAMES))
 """The track event names the rules table maps: the targets an alias may name."""
 
 Positive = NewType("Positive", float)
@@ -276,6 +269,8 @@ _url = _matching(re.compile(r"https?://[^\s/]+(/\S*)?"), "an http:// or https://
 def _region(value: object, _: object) -> str:
     expected = 'a region code such as "US" or "GB"'
     region = _string(value, expected).upper()
+    import phonenumbers  # noqa: PLC0415
+
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise _BadValueError(expected, value)
     return region
@@ -335,7 +330,12 @@ def _origin(type_: Any) -> object:
     return get_origin(type_)
 
 
+@cache
 def _converter() -> Converter:
+    from cattrs import Converter  # noqa: PLC0415
+    from cattrs.errors import IterableValidationError, IterableValidationNote  # noqa: PLC0415
+    from cattrs.gen import make_dict_structure_fn  # noqa: PLC0415
+
     converter = Converter(forbid_extra_keys=True)
     hooks: Mapping[Any, Callable[[object, object], object]] = {
         Positive: _positive,
@@ -417,7 +417,6 @@ def _converter() -> Converter:
 
 
 _NAMED = (Source, Destination, EnvName)
-_CONVERTER = _converter()
 
 
 # --- the messages ----------------------------------------------------------------------------
@@ -432,6 +431,12 @@ def _key(path: str, key: object) -> str:
 
 def _problems(error: BaseException, path: str) -> Iterator[tuple[str, str]]:
     """(key path, message) for every mistake in ``error``, a cattrs exception tree."""
+    from cattrs.errors import (  # noqa: PLC0415
+        ClassValidationError,
+        ForbiddenExtraKeysError,
+        IterableValidationError,
+    )
+
     if isinstance(error, ClassValidationError | IterableValidationError):
         for sub in error.exceptions:
             yield from _problems(sub, _noted(sub, path))
@@ -450,6 +455,8 @@ def _problems(error: BaseException, path: str) -> Iterator[tuple[str, str]]:
 
 
 def _noted(error: BaseException, path: str) -> str:
+    from cattrs.errors import AttributeValidationNote, IterableValidationNote  # noqa: PLC0415
+
     for note in getattr(error, "__notes__", ()):
         if isinstance(note, AttributeValidationNote):
             return _key(path, note.name)
@@ -511,8 +518,10 @@ def _shared_queues(config: FileConfig) -> Iterator[tuple[str, str]]:
 
 def parse(data: object, path: Path | str = "<config>") -> FileConfig:
     """Structure TOML data into a ``FileConfig``; ``ConfigError`` lists every mistake."""
+    from cattrs.errors import ClassValidationError, IterableValidationError  # noqa: PLC0415
+
     try:
-        config = _CONVERTER.structure(data, FileConfig)
+        config = _converter().structure(data, FileConfig)
     except (ClassValidationError, IterableValidationError, ValueError) as error:
         raise ConfigError(
             path, [f"{where or '(top)'}: {what}" for where, what in _problems(error, "")]
@@ -534,6 +543,8 @@ def load(path: Path) -> LoadedConfig:
         raise ConfigError(path, [f"cannot be read: {error.strerror or error}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, ["cannot be read: not UTF-8 text"]) from None
+    import tomllib  # noqa: PLC0415
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

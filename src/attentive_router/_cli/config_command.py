@@ -7,19 +7,21 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from attentive_router._cli.config import ConfigError
 from attentive_router._cli.delivery import CONFIG_ENV, PROG, ConfigOptions
-from attentive_router._cli.resolve import Row, permission_warning, resolve
 from attentive_router._cli.serve import add_serve_options
-from attentive_router._delivery.ratelimit import IDENTITY_PATH
-from attentive_router._delivery.sender import DEFAULT_BASE_URL, SenderSettings
+from attentive_router._delivery.defaults import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
+from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, IDENTITY_PATH
+from attentive_router._delivery.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from attentive_router._cli.resolve import Row
 
 DEFAULT_FILE = "attentive-router.toml"
-_SENDER = SenderSettings(base_url="", token="")
+_POLICY = RetryPolicy()
 
 EXAMPLE = f"""\
 # attentive-router configuration: `attentive-router config check FILE` validates it and shows
@@ -62,11 +64,11 @@ token_env = "SHOP_ATTENTIVE_API_KEY"  # the variable that holds the API key
 # token_file = "shop-attentive.key"   # or a file that holds it (re-read on SIGHUP)
 base_url = "{DEFAULT_BASE_URL}"
 timeout = 10                    # seconds per request
-concurrency = {_SENDER.concurrency}               # requests in flight at once
-rate_limit = {_SENDER.rate:g}                # requests per second per endpoint
-identity_rate_limit = {_SENDER.rates[IDENTITY_PATH]:g}        # ... to the Identity endpoint
-max_attempts = {_SENDER.policy.max_attempts}               # give up after this many tries
-retry_window = {_SENDER.policy.window / 3600:g}                # ... and this many hours
+concurrency = {DEFAULT_CONCURRENCY}               # requests in flight at once
+rate_limit = {DEFAULT_RATE:g}                # requests per second per endpoint
+identity_rate_limit = {DEFAULT_RATES[IDENTITY_PATH]:g}        # ... to the Identity endpoint
+max_attempts = {_POLICY.max_attempts}               # give up after this many tries
+retry_window = {_POLICY.window / 3600:g}                # ... and this many hours
 unnamed_track = "custom_event"  # track events no rule maps: "custom_event" or "skip"
 stale_events = "send"           # events older than 12 hours: "send" (with a warning) or "skip"
 strict_property_keys = false    # true: reject custom events with forbidden property keys
@@ -141,6 +143,9 @@ def run_config(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """``config check`` and ``config init``."""
+    from attentive_router._cli.config import ConfigError  # noqa: PLC0415
+    from attentive_router._cli.resolve import permission_warning, resolve  # noqa: PLC0415
+
     if args.action == "init":
         return _init(args.file, stdout, stderr)
     environ = os.environ if environ is None else environ

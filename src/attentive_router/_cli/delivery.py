@@ -6,7 +6,6 @@ Argument parsing and printing only; the work is done by the delivery stage (``_d
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import shlex
@@ -14,9 +13,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from attrs import frozen
 
@@ -28,22 +26,21 @@ from attentive_router._cli.follow import (
     run_follow,
 )
 from attentive_router._cli.numbers import at_least_one, non_negative, positive
-from attentive_router._delivery.job import (
-    FollowUp,
-    QueueBusyError,
-    Run,
-    _stop_on_signals,
-    deliver,
-    delivery_lock,
-)
-from attentive_router._delivery.keys import KeySource, KeySourceError
+from attentive_router._delivery.defaults import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 from attentive_router._delivery.progress import Progress, progress_wanted
-from attentive_router._delivery.ratelimit import IDENTITY_PATH
+from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, IDENTITY_PATH
 from attentive_router._delivery.retry import RetryPolicy
-from attentive_router._delivery.sender import DEFAULT_BASE_URL, USER_AGENT, SenderSettings, scrub
-from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW, QueueError, Record, State
-from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW, QueueError, State
 from attentive_router._transform.options import Config
+
+# The HTTP clients, the sender and SQLite are imported by the commands that use them: every
+# command builds this parser, and `transform` or `--help` need none of them.
+if TYPE_CHECKING:
+    from attentive_router._delivery.job import FollowUp, Run
+    from attentive_router._delivery.keys import KeySource
+    from attentive_router._delivery.sender import SenderSettings
+    from attentive_router._queue.interface import Record
+    from attentive_router._queue.sqlite import SQLiteQueue
 
 PROG = "attentive-router"
 TOKEN_ENV = "ATTENTIVE_API_TOKEN"  # noqa: S105 - the name of the variable, not a key
@@ -158,27 +155,26 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _delivery_options(parser: argparse.ArgumentParser, progress: bool = True) -> None:
-    defaults = SenderSettings(base_url="", token="")
-    policy = defaults.policy
+    policy = RetryPolicy()
     group = parser.add_argument_group("delivery")
     group.add_argument(
         "--concurrency",
         type=at_least_one,
-        default=defaults.concurrency,
+        default=DEFAULT_CONCURRENCY,
         metavar="N",
         help="requests in flight at once, >= 1 (default: %(default)s)",
     )
     group.add_argument(
         "--rate",
         type=positive,
-        default=defaults.rate,
+        default=DEFAULT_RATE,
         metavar="PER_S",
         help="requests per second per endpoint, > 0 (default: %(default)s, Attentive's limit)",
     )
     group.add_argument(
         "--identity-rate",
         type=positive,
-        default=defaults.rates[IDENTITY_PATH],
+        default=DEFAULT_RATES[IDENTITY_PATH],
         metavar="PER_S",
         help="requests per second to the Identity endpoint, > 0 (default: %(default)s)",
     )
@@ -296,6 +292,8 @@ def _key_source(args: argparse.Namespace, stderr: IO[str]) -> KeySource | None:
 
     --token, else --token-file, else the destination's token_env, else $TOKEN_ENV.
     """
+    from attentive_router._delivery.keys import KeySource, KeySourceError  # noqa: PLC0415
+
     if args.token and args.token.strip():
         return KeySource("option", "--token", args.token.strip())
     if args.token_file is not None:
@@ -335,6 +333,8 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
     ``deliver`` carries ``--queue``, ``--base-url``, ``--token-file`` and the mapping options
     when they are not the defaults; ``dead-letters list`` carries ``--queue``.
     """
+    from attentive_router._delivery.job import FollowUp  # noqa: PLC0415
+
     in_use = getattr(args, "config_in_use", None)
     # With a configuration file, the file says the rest: only the flags given are carried.
     given: set[str] | None = None if in_use is None else in_use[2]
@@ -378,6 +378,8 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
 
 
 def _settings(args: argparse.Namespace, token: str, config: Config) -> SenderSettings:
+    from attentive_router._delivery.sender import SenderSettings  # noqa: PLC0415
+
     return SenderSettings(
         base_url=args.base_url,
         token=token,
@@ -394,6 +396,16 @@ def run_delivery(
     args: argparse.Namespace, config: Config, stdin: IO[bytes], stderr: IO[str]
 ) -> int:
     """``send`` and ``deliver``."""
+    import asyncio  # noqa: PLC0415
+
+    from attentive_router._delivery.job import (  # noqa: PLC0415
+        QueueBusyError,
+        deliver,
+        delivery_lock,
+    )
+    from attentive_router._delivery.sender import scrub  # noqa: PLC0415
+    from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
+
     problem = follow_usage_error(args)
     if problem is not None:
         print(f"{PROG} {args.command}: {problem}", file=stderr)
@@ -501,6 +513,12 @@ def _deliver_each(
     args: argparse.Namespace, each: list[tuple[str, argparse.Namespace, Config]], stderr: IO[str]
 ) -> int:
     """``deliver`` for every destination of the file: each from its own queue, with its key."""
+    import asyncio  # noqa: PLC0415
+
+    from attentive_router._delivery.job import QueueBusyError, delivery_lock  # noqa: PLC0415
+    from attentive_router._delivery.sender import scrub  # noqa: PLC0415
+    from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
+
     follow = getattr(args, "follow", False)
     opened: list[_Opened] = []
     try:
@@ -566,6 +584,10 @@ def _deliver_each(
 
 async def _deliver_all(opened: list[_Opened], stderr: IO[str]) -> list[Run]:
     """Every destination's queue delivered side by side; Ctrl-C or SIGTERM stops them all."""
+    import asyncio  # noqa: PLC0415
+
+    from attentive_router._delivery.job import _stop_on_signals, deliver  # noqa: PLC0415
+
     stop = asyncio.Event()
     restore = _stop_on_signals(stop)
     try:
@@ -662,6 +684,8 @@ def _missing_queue(path: Path, stderr: IO[str]) -> bool:
 
 def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``dead-letters list|show|replay``."""
+    from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
+
     if _missing_queue(args.queue, stderr):
         return 2
     try:
@@ -785,6 +809,10 @@ def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr:
 
 def run_check(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``check``: GET /v1/me with the key."""
+    import httpx  # noqa: PLC0415
+
+    from attentive_router._delivery.sender import USER_AGENT, scrub  # noqa: PLC0415
+
     token = _token(args, stderr)
     if token is None:
         return 2

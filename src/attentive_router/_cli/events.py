@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,8 +21,9 @@ from attentive_router._cli.delivery import (
 )
 from attentive_router._cli.numbers import at_least_one
 from attentive_router._queue.interface import QueueError, Record, State
-from attentive_router._queue.sqlite import SQLiteQueue
-from attentive_router._transform.expressions import parse_timestamp
+
+if TYPE_CHECKING:
+    from attentive_router._queue.sqlite import SQLiteQueue
 
 STATES = {state.label: state for state in State}
 DEFAULT_STATES = "skipped,rejected"
@@ -55,6 +56,8 @@ def _states(value: str) -> tuple[State, ...]:
 
 
 def _since(value: str) -> float:
+    from attentive_router._transform.expressions import parse_timestamp  # noqa: PLC0415
+
     moment = parse_timestamp(value)
     if moment is None:
         msg = f"{value!r} is not an ISO 8601 timestamp"
@@ -169,6 +172,8 @@ def event_json(record: Record) -> dict[str, Any]:
 
 def run_events(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``events list``."""
+    from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
+
     if _missing_queue(args.queue, stderr):
         return 2
     try:

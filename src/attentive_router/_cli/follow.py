@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from attrs import evolve, frozen
 
 from attentive_router._cli.numbers import non_negative, positive
-from attentive_router._delivery.follow import follow
-from attentive_router._delivery.job import FollowUp, Run, _stop_on_signals
-from attentive_router._delivery.keycheck import KeyCheck
-from attentive_router._delivery.keys import KeySource
-from attentive_router._delivery.sender import SenderSettings
-from attentive_router._queue.sqlite import SQLiteQueue
+
+if TYPE_CHECKING:
+    from attentive_router._delivery.job import FollowUp, Run
+    from attentive_router._delivery.keys import KeySource
+    from attentive_router._delivery.sender import SenderSettings
+    from attentive_router._queue.sqlite import SQLiteQueue
 
 PROG = "attentive-router"
 DEFAULT_POLL_INTERVAL = 0.5
@@ -117,6 +115,13 @@ def run_follow(args: argparse.Namespace, followed: Sequence[Followed], stderr: I
     Several destinations are followed side by side, each with its own sender and key checks;
     each gets its summary, and the exit status is the worst of them.
     """
+    import asyncio  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from attentive_router._delivery.follow import follow  # noqa: PLC0415
+    from attentive_router._delivery.job import _stop_on_signals  # noqa: PLC0415
+    from attentive_router._delivery.keycheck import KeyCheck  # noqa: PLC0415
+
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     poll = DEFAULT_POLL_INTERVAL if args.poll_interval is None else args.poll_interval
     retry = DEFAULT_KEY_RETRY if args.key_retry_interval is None else args.key_retry_interval

@@ -14,11 +14,10 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
 
-from attentive_router._cli.config import ConfigError
 from attentive_router._cli.config_command import add_config_parser, run_config
 from attentive_router._cli.delivery import (
     add_parsers,
@@ -29,17 +28,33 @@ from attentive_router._cli.delivery import (
 )
 from attentive_router._cli.events import add_events_parser, run_events
 from attentive_router._cli.numbers import port
-from attentive_router._cli.resolve import Resolution, permission_warning, resolve
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.streams import guarded, silence
 from attentive_router._cli.summary import Tally
 from attentive_router._delivery.progress import Progress, progress_wanted
-from attentive_router._transform.expressions import parse_timestamp
-from attentive_router._transform.json_form import to_record
-from attentive_router._transform.models import JSONObject
 from attentive_router._transform.options import Config, Context
 from attentive_router._transform.reader import Item, read_events
-from attentive_router._transform.router import route
+
+if TYPE_CHECKING:
+    from attentive_router._cli.resolve import Resolution
+    from attentive_router._transform.json_form import to_record
+    from attentive_router._transform.models import JSONObject
+    from attentive_router._transform.router import route
+else:
+    # The mappings and the JSON converter load with the first event: the other commands,
+    # --help and `transform` of an empty input never need them. Each stand-in puts the real
+    # functions in its place, so that later events call them directly.
+
+    def route(event: object, ctx: Context) -> object:
+        """Load the transform, then route ``event``."""
+        _load_transform()
+        return route(event, ctx)
+
+    def to_record(outcome: object, event: object) -> object:
+        """Load the transform, then make the record of ``outcome``."""
+        _load_transform()
+        return to_record(outcome, event)
+
 
 PROG = "attentive-router"
 
@@ -65,6 +80,8 @@ exit status:
 
 
 def _timestamp(value: str) -> datetime:
+    from attentive_router._transform.expressions import parse_timestamp  # noqa: PLC0415
+
     moment = parse_timestamp(value)
     if moment is None:
         msg = f"{value!r} is not an ISO 8601 timestamp"
@@ -276,6 +293,10 @@ def _resolved(
 
     None, after saying why, when they cannot be used.
     """
+    # The configuration file's classes load for the commands that resolve options, not --help.
+    from attentive_router._cli.config import ConfigError  # noqa: PLC0415
+    from attentive_router._cli.resolve import resolve  # noqa: PLC0415
+
     try:
         resolution = resolve(args, given)
     except ConfigError as error:
@@ -353,6 +374,14 @@ def transform(
     return 0
 
 
+def _load_transform() -> None:
+    """Put the real ``route`` and ``to_record``, which ``_record`` calls, in this module."""
+    from attentive_router._transform.json_form import to_record  # noqa: PLC0415
+    from attentive_router._transform.router import route  # noqa: PLC0415
+
+    globals().update(route=route, to_record=to_record)
+
+
 def _record(item: Item, ctx: Context, tally: Tally) -> JSONObject:
     """The output record of one input item, with its position in the input."""
     if item.error is not None:
@@ -409,6 +438,8 @@ def _run(argv: Sequence[str] | None) -> int:
         if resolved is None:
             return 2
         loaded = resolved[0].config
+        from attentive_router._cli.resolve import permission_warning  # noqa: PLC0415
+
         warning = None if loaded is None else permission_warning(loaded.path)
         if warning:
             print(f"{PROG}: {warning}", file=sys.stderr)

@@ -26,7 +26,6 @@ from attentive_router._cli.config import (
 )
 from attentive_router._cli.delivery import CONFIG_ENV, QUEUE_ENV, TOKEN_ENV
 from attentive_router._cli.serve import CORS_ENV, WEBHOOK_SECRETS_ENV, WRITE_KEYS_ENV
-from attentive_router._delivery.keys import KeySource, KeySourceError
 from attentive_router._transform.options import Config
 
 Section = Literal["destination", "serve"]
@@ -307,6 +306,9 @@ def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
     # A destination's own token_env or token_file wins over $ATTENTIVE_API_TOKEN: one global
     # key must not send an account's shoppers with another account's key.
     if destination.token_file is not None:
+        # Imported here: the key source brings the HTTP client, which resolving needs no more.
+        from attentive_router._delivery.keys import KeySource, KeySourceError  # noqa: PLC0415
+
         try:
             KeySource.from_file(destination.token_file)
         except KeySourceError as error:

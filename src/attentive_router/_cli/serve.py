@@ -21,8 +21,7 @@ from attentive_router._cli.delivery import (
     config_file_options,
 )
 from attentive_router._cli.numbers import non_negative, port, positive
-from attentive_router._queue.group import COMMIT_MODES
-from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
+from attentive_router._queue.interface import COMMIT_MODES, DEFAULT_DEDUPE_WINDOW
 from attentive_router._transform.options import Config
 
 if TYPE_CHECKING:

@@ -6,8 +6,7 @@ from collections import Counter
 
 from attrs import define, field
 
-from attentive_router._transform.json_form import OUTCOME_NAMES
-from attentive_router._transform.outcome import Mapped, Outcome, Skipped
+from attentive_router._transform.outcome import OUTCOME_NAMES, Mapped, Outcome, Skipped
 
 
 @define

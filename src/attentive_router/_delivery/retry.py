@@ -8,7 +8,6 @@ from __future__ import annotations
 import enum
 import random
 from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 from attrs import frozen
 
@@ -86,6 +85,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     text = value.strip()
     if text.isascii() and text.isdigit():  # RFC 9110 delta-seconds: ASCII digits only
         return float(text)
+    # Imported for the rare HTTP date: email.utils is most of this module's import time, and
+    # the command line reads the retry defaults from here while it builds its parser.
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415
+
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

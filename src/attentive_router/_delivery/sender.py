@@ -26,6 +26,7 @@ import orjson
 from attrs import define, evolve, field, frozen
 from httpx_aiohttp import AiohttpTransport
 
+from attentive_router._delivery.defaults import DEFAULT_CONCURRENCY
 from attentive_router._delivery.health import Health, status_cause, transport_cause
 from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter
 from attentive_router._delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
@@ -42,7 +43,6 @@ from attentive_router._transform.options import Config, Context
 from attentive_router._transform.outcome import Mapped, Request, Skipped
 from attentive_router._transform.router import route
 
-DEFAULT_BASE_URL = "https://api.attentivemobile.com"
 RESPONSE_LIMIT = 4096
 """Characters of a response body kept with an event."""
 USER_AGENT = "attentive-router/0.1"
@@ -74,7 +74,7 @@ class SenderSettings:
 
     base_url: str
     token: str
-    concurrency: int = 128
+    concurrency: int = DEFAULT_CONCURRENCY
     rate: float = DEFAULT_RATE
     rates: dict[str, float] = field(factory=lambda: dict(DEFAULT_RATES))
     policy: RetryPolicy = field(factory=RetryPolicy)

@@ -78,8 +78,8 @@ from attentive_router._ingest.parse import (
     size_text,
     write_key_of,
 )
-from attentive_router._queue.group import CommitMode, Commits
-from attentive_router._queue.interface import QueueError, State
+from attentive_router._queue.group import Commits
+from attentive_router._queue.interface import CommitMode, QueueError, State
 from attentive_router._queue.sqlite import SQLiteQueue
 
 T = TypeVar("T")

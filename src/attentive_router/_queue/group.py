@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from attrs import define, field
 
-from attentive_router._queue.interface import Enqueued, NewEvent, Queue
+from attentive_router._queue.interface import CommitMode, Enqueued, NewEvent, Queue
 
 Runner = Callable[..., Awaitable[Any]]
 """``run(function, *args)``: calls ``function(*args)`` off the event loop (the queue's thread)
 and returns its result."""
-
-CommitMode = Literal["group", "per-request"]
-COMMIT_MODES: tuple[CommitMode, ...] = ("group", "per-request")
 
 MAX_GROUP_EVENTS = 20_000
 """Events at most in one group commit (a request larger than this is committed alone)."""

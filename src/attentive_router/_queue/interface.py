@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from attrs import frozen
 
 DEFAULT_DEDUPE_WINDOW = 24 * 3600.0
 """``messageId`` deduplication window in seconds (Segment's is about 24 hours)."""
+
+CommitMode = Literal["group", "per-request"]
+COMMIT_MODES: tuple[CommitMode, ...] = ("group", "per-request")
+"""How ``serve`` commits requests (``_queue.group``); here, where the parser can read them
+without the event loop."""
 
 
 class QueueError(Exception):

@@ -18,7 +18,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from attentive_router._transform import models as _models
 from attentive_router._transform.models import JSONObject
-from attentive_router._transform.outcome import Mapped, Outcome, Rejected, Skipped
+from attentive_router._transform.outcome import OUTCOME_NAMES, Mapped, Outcome, Skipped
 
 _PART_TYPES: tuple[type[Any], ...] = (
     _models.CustomIdentifier,
@@ -132,10 +132,3 @@ def to_record(outcome: Outcome, event: Any) -> JSONObject:
         if isinstance(outcome, Skipped) and outcome.warnings:
             record["warnings"] = [{"code": w.code, "message": w.message} for w in outcome.warnings]
     return record
-
-
-OUTCOME_NAMES: dict[type[Outcome], str] = {
-    Mapped: "mapped",
-    Skipped: "skipped",
-    Rejected: "rejected",
-}

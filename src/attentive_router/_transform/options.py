@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Literal
 
-import phonenumbers
 from attrs import field, frozen
 
 from attentive_router._transform.generated.event_names import MAPPED_EVENT_NAMES
@@ -42,7 +41,15 @@ DEFAULT_STALE_AFTER = timedelta(hours=12)
 """Attentive does not trigger journeys for events older than this."""
 
 
+DEFAULT_REGION = "US"
+"""Region of phone numbers written without a country code, unless configured."""
+
+
 def _check_region(_instance: object, _attribute: object, value: str) -> None:
+    if value == DEFAULT_REGION:
+        return  # known: the metadata loads only for another region or a phone number
+    import phonenumbers  # noqa: PLC0415 - its metadata is a large share of the start-up
+
     if value not in phonenumbers.SUPPORTED_REGIONS:
         msg = f"default_region {value!r} is not a region code phonenumbers knows (e.g. 'US', 'GB')"
         raise ValueError(msg)
@@ -193,7 +200,7 @@ class Config:
     stale_events: StalePolicy = "send"
     stale_after: timedelta = DEFAULT_STALE_AFTER
     strict_property_keys: bool = False
-    default_region: str = field(default="US", validator=_check_region)
+    default_region: str = field(default=DEFAULT_REGION, validator=_check_region)
     aliases: Mapping[str, str] = field(
         default=FrozenAliases(), converter=_freeze_aliases, validator=_check_aliases
     )

@@ -68,3 +68,10 @@ class Rejected:
 
 Outcome = Mapped | Skipped | Rejected
 """Exactly one of these per input event."""
+
+OUTCOME_NAMES: dict[type[Outcome], str] = {
+    Mapped: "mapped",
+    Skipped: "skipped",
+    Rejected: "rejected",
+}
+"""The name of each kind of outcome, as records and summaries give it."""

@@ -13,8 +13,6 @@ import re
 from functools import lru_cache
 from typing import Any
 
-import phonenumbers
-
 from attentive_router._transform.models import JSONObject
 from attentive_router._transform.options import Context
 from attentive_router._transform.outcome import Rejected, TransformWarning
@@ -110,6 +108,9 @@ def email(value: Any, field: str, ctx: Context, warnings: list[TransformWarning]
 
 @lru_cache(maxsize=65536)
 def _to_e164(raw: str, region: str) -> str | None:
+    # Imported on the first number to normalise (then cached): not every run has one.
+    import phonenumbers  # noqa: PLC0415
+
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
