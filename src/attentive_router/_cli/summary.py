@@ -61,7 +61,7 @@ class Tally:
                 f"  {path:<44}{count:>10,}" for path, count in sorted(self.endpoints.items())
             )
         if self.warnings:
-            lines.append("warnings (events were still sent)")
+            lines.append("warnings (on mapped and skipped events)")
             lines.extend(
                 f"  {code:<30}{count:>10,}" for code, count in sorted(self.warnings.items())
             )

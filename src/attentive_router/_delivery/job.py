@@ -123,7 +123,7 @@ class Run:
                         if where == path
                     )
         if stats.warnings:
-            lines.append("transform warnings (the events were still sent)")
+            lines.append("transform warnings (on delivered and skipped events)")
             lines.extend(
                 f"  {code:<44}{count:>16,}" for code, count in sorted(stats.warnings.items())
             )
