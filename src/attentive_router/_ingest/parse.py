@@ -343,55 +343,15 @@ def _check(item: Any, call: str | None) -> dict[str, Any]:
     return item
 
 
-def _stamped(item: dict[str, Any], envelope: _Envelope) -> tuple[dict[str, Any], bytes | None]:
-    """The stored form of a valid item (merged, typed, identified and timed) and its JSON.
-
-    An item over the size limit is refused before anything else is judged. Its size is
-    bounded from the stored form's JSON, written once for the queue, and measured exactly
-    only when the bound does not settle it. The JSON is None when orjson cannot write the
-    event (``new_event`` then judges it).
-    """
-    try:
-        event = _stamp(item, envelope)
-    except _ItemError:
-        _check_size(_size(item))
-        raise
-    try:
-        data = orjson.dumps(event)
-    except orjson.JSONEncodeError:
-        _check_size(_size(item))
-        return event, None
-    if _size_bound(item, event, len(data)) > MAX_EVENT_BYTES:
-        _check_size(_size(item))
-    return event, data
-
-
-def _check_size(size: int) -> None:
+def _stamped(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
+    """The stored form of a valid item: merged, typed, identified and timed."""
+    size = _size(item)
     if size > MAX_EVENT_BYTES:
         raise _ItemError(
             "event_too_large",
             f"the event is {size:,} bytes of JSON; the limit is {MAX_EVENT_BYTES // 1024} KB",
         )
-
-
-def _size_bound(item: Mapping[str, Any], event: Mapping[str, Any], stored: int) -> int:
-    """At least ``len(dumps(item))``, from the ``stored`` bytes of the event made of it.
-
-    The members the event holds unchanged (the same objects) weigh the same in both; each
-    other member of the item adds what it weighs as JSON, with its comma. A member orjson
-    cannot write makes the bound useless (the item may then need the standard library).
-    """
-    bound = stored
-    for name, value in item.items():
-        if event.get(name, _ABSENT) is not value:
-            try:
-                bound += len(orjson.dumps({name: value})) - 1  # one "{" or "}" less, a comma more
-            except orjson.JSONEncodeError:
-                return MAX_EVENT_BYTES + 1
-    return bound
-
-
-_ABSENT = object()
+    return _stamp(item, envelope)
 
 
 def _stamp(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
@@ -493,12 +453,12 @@ def _entry(
     item: Any, envelope: _Envelope, received_at: float, source: str
 ) -> tuple[NewEvent, Rejection | None]:
     try:
-        event, data = _stamped(_check(item, envelope.call), envelope)
+        event = _stamped(_check(item, envelope.call), envelope)
     except _ItemError as error:
         verdict = (error.reason, error.message)
         entry = _rejected(item, verdict, envelope, received_at, source)
         return entry, Rejection(0, error.reason, error.message)
-    entry = new_event(event, received_at, source, data=data)
+    entry = new_event(event, received_at, source)
     if entry.rejected is not None:
         reason, message = entry.rejected
         entry = _rejected(item, (reason, message), envelope, received_at, source)

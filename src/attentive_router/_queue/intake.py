@@ -106,25 +106,22 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def new_event(  # noqa: PLR0913 - the position and the JSON are keyword-only
+def new_event(
     event: Any,
     received_at: float,
     source: str = "default",
     *,
     line: int | None = None,
     index: int | None = None,
-    data: bytes | None = None,
 ) -> NewEvent:
     """The queue entry of one parsed event (``line`` and ``index``: where a file held it).
 
     The key is the event's ``messageId``, or a digest of its content when it has none, so
     that sending the same input twice queues it once. Events of the same ``userId`` (else
-    ``anonymousId``) are delivered in order. ``data``: ``dumps(event)``, when the caller
-    wrote it already.
+    ``anonymousId``) are delivered in order.
     """
     try:
-        if data is None:
-            data = dumps(event)
+        data = dumps(event)
     except UnstorableError as error:
         # It cannot be written as it is, so it has no content key either: a fresh one keeps
         # the record of its rejection from being taken for a duplicate.
