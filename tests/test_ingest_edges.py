@@ -98,6 +98,34 @@ def test_integers_beyond_64_bits_are_kept_exactly() -> None:
     assert b"1180591620717411303424" in entry.event
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"1180591620717411303424",
+        b" \n-1180591620717411303424",
+        b'{"n": [1, -1180591620717411303424]}',
+        b'{"n":\t1180591620717411303424, "s": "x"}',
+        b'[{"id": "ajs-next-d8de77695094204190735328a826dd1b"}, 1180591620717411303424]',
+    ],
+)
+def test_a_long_integer_is_exact_wherever_a_number_starts(body: bytes) -> None:
+    assert repr(loads(body)) == repr(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ajs-next-d8de77695094204190735328a826dd1b",  # hexadecimal: a run of 19 digits
+        "12345678901234567890123",
+        "a: 12345678901234567890123",
+        "-12345678901234567890123",
+    ],
+)
+def test_long_digit_runs_in_strings_read_as_they_are(text: str) -> None:
+    body = json.dumps({"batch": [{"messageId": text, "n": 1.5e300, "m": [0.1, -7]}]}).encode()
+    assert repr(loads(body)) == repr(json.loads(body))
+
+
 # A writeKey inside a batch item is stored with neither an accepted nor a rejected event.
 
 

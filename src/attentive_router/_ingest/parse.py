@@ -148,6 +148,33 @@ def _refuse(name: str) -> Any:
 # fit in 64 bits (a C-speed scan; a regular expression takes several times as long).
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
 _LONG_RUN = b"0" * 19
+_BEFORE_NUMBER = frozenset(b"[:,")
+_SPACE = frozenset(b" \t\n\r")
+
+
+def _long_number(data: bytes, digits: bytes) -> bool:
+    """Whether a JSON number with 19 digits or more in its integer part may be in ``data``.
+
+    ``digits`` is ``data`` through ``_DIGITS_ONLY``. A run of 19 digits is such a number
+    only where a number can start: at the body's start, or after "[", ":" or "," (spaces and
+    a minus sign between). Most runs are inside strings (hexadecimal ids), which orjson reads
+    exactly; a run inside a string that looks like a number's start only costs the slower
+    reading.
+    """
+    at = digits.find(_LONG_RUN)
+    while at >= 0:  # ``at`` starts a run of digits: the search resumes after each run
+        before = at - 1
+        if before >= 0 and data[before] == 0x2D:  # "-"
+            before -= 1
+        while before >= 0 and data[before] in _SPACE:
+            before -= 1
+        if before < 0 or data[before] in _BEFORE_NUMBER:
+            return True
+        end = digits.find(b" ", at)
+        if end < 0:
+            return False
+        at = digits.find(_LONG_RUN, end)
+    return False
 
 
 def _float(text: str) -> float | OutOfRangeNumber:
@@ -168,11 +195,14 @@ def loads(data: bytes) -> Any:
     if not data.strip():
         raise BodyError(400, "empty_body", "the request body is empty: expected a JSON object")
     first: orjson.JSONDecodeError | None = None
-    if data.translate(_DIGITS_ONLY).find(_LONG_RUN) < 0:
+    digits = data.translate(_DIGITS_ONLY)
+    flagged = digits.find(_LONG_RUN) >= 0
+    if not flagged or not _long_number(data, digits):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as error:
-            first = error
+            if not flagged:  # a flagged body's error is the standard library's, as it was
+                first = error
     try:
         return json.loads(data, parse_constant=_refuse, parse_float=_float)
     except RecursionError:
@@ -217,6 +247,8 @@ class _Envelope:
     sent: Any
     raw: bytes
     relayed: bool = False
+    sent_at: datetime | None = None
+    """``sent`` as a time (None when it is not one)."""
 
     @classmethod
     def of(  # noqa: PLR0913 - one keyword per part of the envelope
@@ -235,7 +267,10 @@ class _Envelope:
         times already.
         """
         received = datetime.fromtimestamp(received_at, UTC)
-        return cls(received, format_timestamp(received), call, shared or {}, sent, raw, relayed)
+        return cls(
+            *(received, format_timestamp(received), call, shared or {}, sent, raw, relayed),
+            parse_timestamp(sent),
+        )
 
 
 class _ItemError(Exception):
@@ -316,17 +351,28 @@ def _stamped(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
             "event_too_large",
             f"the event is {size:,} bytes of JSON; the limit is {MAX_EVENT_BYTES // 1024} KB",
         )
+    return _stamp(item, envelope)
+
+
+def _stamp(item: dict[str, Any], envelope: _Envelope) -> dict[str, Any]:
     event = merge_envelope(item, envelope.shared) if envelope.shared else dict(item)
     event.pop("writeKey", None)
     if envelope.call is not None:
         event["type"] = envelope.call
     sent_raw = item.get("sentAt", envelope.sent)
-    sent = _moment(sent_raw, "sentAt")
-    timestamp = _moment(item.get("timestamp"), "timestamp")
+    # The batch's sentAt was read once for all its items; a repeated text is read once.
+    if sent_raw is envelope.sent and envelope.sent_at is not None:
+        sent: datetime | None = envelope.sent_at
+    else:
+        sent = _moment(sent_raw, "sentAt")
+    timestamp_raw = item.get("timestamp")
+    timestamp = _moment(timestamp_raw, "timestamp")
     original_raw = item.get("originalTimestamp")
-    original = _moment(original_raw, "originalTimestamp")
+    original: datetime | None = timestamp
+    if timestamp is None or original_raw != timestamp_raw:
+        original = _moment(original_raw, "originalTimestamp")
     if original is None:
-        original_raw, original = item.get("timestamp"), timestamp
+        original_raw, original = timestamp_raw, timestamp
     if "messageId" not in event or event["messageId"] is None:
         # Derived from the content, so that a client resending the same batch is deduplicated.
         try:

@@ -64,8 +64,13 @@ def _windows(ctx: Context) -> tuple[datetime, datetime]:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with milliseconds and ``Z``, e.g. ``2026-01-08T13:52:50.212Z``."""
-    text = moment.astimezone(UTC).isoformat(timespec="milliseconds")
-    return text.removesuffix("+00:00") + "Z"
+    utc = moment.astimezone(UTC)
+    # What isoformat(timespec="milliseconds") writes, in half its time (the server stamps
+    # every event it takes).
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - the fastest form
+        *(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second),
+        utc.microsecond // 1000,
+    )
 
 
 def parse_timestamp(value: Any) -> datetime | None:
