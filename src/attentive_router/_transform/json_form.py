@@ -73,16 +73,131 @@ converter = _make_converter()
 """The converter between models and JSON-ready dicts."""
 
 
-_BODY_HOOKS: dict[type[Any], Any] = {
-    cls: converter.get_unstructure_hook(cls) for cls in _models.BODY_TYPES
+# -- direct JSON forms ---------------------------------------------------------------------------
+# One function per model, written out: the same dicts as the converter's unstructure hooks (keys
+# in attribute order, absent fields left out), without a hook dispatch per field or item.
+# tests/test_json_form.py checks them against the converter for every model.
+
+
+def _custom_identifiers(values: tuple[_models.CustomIdentifier, ...]) -> list[JSONObject]:
+    return [{"name": value.name, "value": value.value} for value in values]
+
+
+def _external_identifiers(value: _models.ExternalIdentifiers) -> JSONObject:
+    result: JSONObject = {}
+    if value.client_user_id is not None:
+        result["clientUserId"] = value.client_user_id
+    if value.custom_identifiers is not None:
+        result["customIdentifiers"] = _custom_identifiers(value.custom_identifiers)
+    return result
+
+
+def _user(value: _models.EventUser) -> JSONObject:
+    result: JSONObject = {}
+    if value.phone is not None:
+        result["phone"] = value.phone
+    if value.email is not None:
+        result["email"] = value.email
+    if value.external_identifiers is not None:
+        result["externalIdentifiers"] = _external_identifiers(value.external_identifiers)
+    return result
+
+
+def _price(value: _models.Price) -> JSONObject:
+    if value.currency is None:
+        return {"value": value.value}
+    return {"value": value.value, "currency": value.currency}
+
+
+def _product(value: _models.Product) -> JSONObject:
+    result: JSONObject = {
+        "productId": value.product_id,
+        "productVariantId": value.product_variant_id,
+        "price": [_price(price) for price in value.price],
+    }
+    if value.product_image is not None:
+        result["productImage"] = value.product_image
+    if value.product_url is not None:
+        result["productUrl"] = value.product_url
+    if value.name is not None:
+        result["name"] = value.name
+    if value.quantity is not None:
+        result["quantity"] = value.quantity
+    return result
+
+
+def _items_body(body: _models.ProductViewRequest | _models.AddToCartRequest) -> JSONObject:
+    result: JSONObject = {
+        "items": [_product(item) for item in body.items],
+        "user": _user(body.user),
+    }
+    if body.occurred_at is not None:
+        result["occurredAt"] = body.occurred_at
+    return result
+
+
+def _purchase(body: _models.PurchaseRequest) -> JSONObject:
+    result: JSONObject = {
+        "items": [_product(item) for item in body.items],
+        "user": _user(body.user),
+    }
+    if body.order_id is not None:
+        result["orderId"] = body.order_id
+    if body.sales_channel is not None:
+        channel = body.sales_channel.channel_type
+        result["salesChannel"] = {} if channel is None else {"channelType": channel}
+    if body.occurred_at is not None:
+        result["occurredAt"] = body.occurred_at
+    return result
+
+
+def _custom_event(body: _models.CustomEventsRequest) -> JSONObject:
+    result: JSONObject = {"type": body.type, "user": _user(body.user)}
+    if body.properties is not None:
+        result["properties"] = body.properties
+    if body.external_event_id is not None:
+        result["externalEventId"] = body.external_event_id
+    if body.occurred_at is not None:
+        result["occurredAt"] = body.occurred_at
+    return result
+
+
+def _identify(body: _models.IdentifyRequest) -> JSONObject:
+    result: JSONObject = {}
+    if body.phone is not None:
+        result["phone"] = body.phone
+    if body.email is not None:
+        result["email"] = body.email
+    if body.shopify_id is not None:
+        result["shopifyId"] = body.shopify_id
+    if body.klaviyo_id is not None:
+        result["klaviyoId"] = body.klaviyo_id
+    if body.client_user_id is not None:
+        result["clientUserId"] = body.client_user_id
+    if body.custom_identifiers is not None:
+        result["customIdentifiers"] = _custom_identifiers(body.custom_identifiers)
+    return result
+
+
+def _custom_attributes(body: _models.CustomAttributesRequest) -> JSONObject:
+    return {"properties": body.properties, "user": _user(body.user)}
+
+
+_BODY_FORMS: dict[type[Any], Any] = {
+    _models.ProductViewRequest: _items_body,
+    _models.AddToCartRequest: _items_body,
+    _models.PurchaseRequest: _purchase,
+    _models.CustomEventsRequest: _custom_event,
+    _models.IdentifyRequest: _identify,
+    _models.CustomAttributesRequest: _custom_attributes,
 }
-"""Each body class's generated unstructure function, called without the converter's dispatch."""
+"""Each body class's direct JSON form."""
 
 
 def to_json(body: _models.Body) -> JSONObject:
     """Return the JSON object (dict) Attentive receives for ``body``."""
-    hook = _BODY_HOOKS.get(type(body))
-    result: JSONObject = converter.unstructure(body) if hook is None else hook(body)
+    form = _BODY_FORMS.get(type(body))
+    result: JSONObject = converter.unstructure(body) if form is None else form(body)
     return result
 
 
