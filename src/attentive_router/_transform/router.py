@@ -110,12 +110,8 @@ def _filtered(call: str, name: object, filters: EventFilter) -> Skipped | None:
     """The skip for an event ``filters`` leave out, or None; deny lists win over allow lists.
 
     Event-name lists judge track calls with a string name only: a track call without a usable
-    name goes on, and is rejected as before.
+    name goes on, and is rejected as before. ``route`` calls it only when a list is set.
     """
-    if not (
-        filters.deny_calls or filters.deny_events or filters.allow_calls or filters.allow_events
-    ):
-        return None
     named = call == "track" and isinstance(name, str)
     pattern = _first_match(call, filters.deny_calls)
     if pattern is not None:
@@ -335,15 +331,18 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     if type(call) is not str or call not in MAPPED_CALLS:
         return _unmapped_call(call)
     config = ctx.config
-    filtered = _filtered(call, event.get("event"), config.filters)
-    if filtered is not None:
-        return filtered
+    filters = config.filters
+    if filters.deny_calls or filters.deny_events or filters.allow_calls or filters.allow_events:
+        filtered = _filtered(call, event.get("event"), filters)
+        if filtered is not None:
+            return filtered
     src = read_source(event)
     if isinstance(src, Rejected):
         return src
-    unconsented = _unconsented(event, config)
-    if unconsented is not None:
-        return unconsented
+    if config.consent_category is not None:
+        unconsented = _unconsented(event, config)
+        if unconsented is not None:
+            return unconsented
     if not _has_identifier(event, src.traits):
         return Skipped(
             "no_identifier",
