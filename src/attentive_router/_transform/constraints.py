@@ -316,10 +316,14 @@ def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> N
 
 def check(body: Body, ctx: Context, warnings: list[TransformWarning]) -> Body | Rejected | None:
     """Apply the rules for the type of ``body``."""
-    if isinstance(body, CustomEventsRequest):
-        return custom_event(body, ctx, warnings)
-    if isinstance(body, IdentifyRequest):
-        return identity(body, ctx, warnings)
-    if isinstance(body, CustomAttributesRequest):
-        return custom_attributes(body, ctx, warnings)
-    return body
+    rule = _RULES.get(type(body))
+    return body if rule is None else rule(body, ctx, warnings)
+
+
+_RULES: dict[type[Any], Any] = {
+    CustomEventsRequest: custom_event,
+    IdentifyRequest: identity,
+    CustomAttributesRequest: custom_attributes,
+}
+"""The rules of each body type that has any (the bodies are built by the generated code, with
+these exact types)."""

@@ -234,7 +234,10 @@ def _message_id(event: Any) -> str | int | None:
 
 def to_record(outcome: Outcome, event: Any) -> JSONObject:
     """The JSON record of one event's outcome, as ``attentive-router transform`` prints it."""
-    record: JSONObject = {"messageId": _message_id(event), "outcome": OUTCOME_NAMES[type(outcome)]}
+    message_id = event.get("messageId") if type(event) is dict else None
+    if type(message_id) is not str:  # the common case is a string, kept without a call
+        message_id = _message_id(event)
+    record: JSONObject = {"messageId": message_id, "outcome": OUTCOME_NAMES[type(outcome)]}
     if isinstance(outcome, Mapped):
         record["requests"] = [
             {"method": request.method, "path": request.path, "body": to_json(request.body)}
