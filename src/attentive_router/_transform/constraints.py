@@ -21,7 +21,6 @@ from attentive_router._transform.models import (
     Body,
     CustomAttributesRequest,
     CustomEventsRequest,
-    EventUser,
     IdentifyRequest,
 )
 from attentive_router._transform.options import Context
@@ -286,9 +285,12 @@ def custom_attributes(
 def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> None:
     """Warn once per event about how Attentive will (or will not) recognise the user."""
     for body in bodies:
-        client_user_id = getattr(body, "client_user_id", None)
-        user = getattr(body, "user", None)
-        if isinstance(user, EventUser):
+        # Every body but the Identity API's names its user (read without a failing getattr).
+        if isinstance(body, IdentifyRequest):
+            client_user_id = body.client_user_id
+        else:
+            user = body.user
+            client_user_id = None
             if user.external_identifiers is not None:
                 client_user_id = user.external_identifiers.client_user_id
             if user.phone is None and user.email is None:

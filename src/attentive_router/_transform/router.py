@@ -25,6 +25,7 @@ from attentive_router._transform.generated.event_names import MAPPED_EVENT_NAMES
 from attentive_router._transform.generated.transforms import MAPPINGS
 from attentive_router._transform.mapping import ANY_EVENT
 from attentive_router._transform.mapping import Mapping as EventMapping
+from attentive_router._transform.models import Body
 from attentive_router._transform.options import (
     FILTERED_CALLS,
     SEGMENT_V1_ALIASES,
@@ -355,6 +356,7 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
         return selected
     mappings, src = selected
     requests: list[Request] = []
+    bodies: list[Body] = []
     for mapping in mappings:
         built = mapping.transform(src, ctx, warnings)
         if isinstance(built, (Rejected, Skipped)):
@@ -364,10 +366,11 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
             return body
         if body is not None:
             requests.append(Request(mapping.method, mapping.path, body))
+            bodies.append(body)
     if not requests:
         return Skipped(
             "nothing_to_send",
             "the identify call has no identifier to link and no other traits to store",
         )
-    _constraints.user_warnings((request.body for request in requests), warnings)
+    _constraints.user_warnings(bodies, warnings)
     return Mapped(tuple(requests), _dedupe(warnings))
