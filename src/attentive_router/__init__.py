@@ -13,9 +13,9 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from attentive_router._transform.converter import converter
     from attentive_router._transform.json_form import (
         body_schema,
-        converter,
         schema_document,
         to_json,
         to_record,
@@ -79,7 +79,8 @@ __all__ = [
 ]
 
 _MODULES = {
-    "json_form": ("body_schema", "converter", "schema_document", "to_json", "to_record"),
+    "converter": ("converter",),
+    "json_form": ("body_schema", "schema_document", "to_json", "to_record"),
     "mapping": ("Mapping",),
     "models": (
         "AddToCartRequest",

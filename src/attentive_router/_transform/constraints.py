@@ -21,7 +21,6 @@ from attentive_router._transform.models import (
     Body,
     CustomAttributesRequest,
     CustomEventsRequest,
-    EventUser,
     IdentifyRequest,
 )
 from attentive_router._transform.options import Context
@@ -286,9 +285,12 @@ def custom_attributes(
 def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> None:
     """Warn once per event about how Attentive will (or will not) recognise the user."""
     for body in bodies:
-        client_user_id = getattr(body, "client_user_id", None)
-        user = getattr(body, "user", None)
-        if isinstance(user, EventUser):
+        # Every body but the Identity API's names its user (read without a failing getattr).
+        if isinstance(body, IdentifyRequest):
+            client_user_id = body.client_user_id
+        else:
+            user = body.user
+            client_user_id = None
             if user.external_identifiers is not None:
                 client_user_id = user.external_identifiers.client_user_id
             if user.phone is None and user.email is None:
@@ -316,10 +318,14 @@ def user_warnings(bodies: Iterable[Body], warnings: list[TransformWarning]) -> N
 
 def check(body: Body, ctx: Context, warnings: list[TransformWarning]) -> Body | Rejected | None:
     """Apply the rules for the type of ``body``."""
-    if isinstance(body, CustomEventsRequest):
-        return custom_event(body, ctx, warnings)
-    if isinstance(body, IdentifyRequest):
-        return identity(body, ctx, warnings)
-    if isinstance(body, CustomAttributesRequest):
-        return custom_attributes(body, ctx, warnings)
-    return body
+    rule = _RULES.get(type(body))
+    return body if rule is None else rule(body, ctx, warnings)
+
+
+_RULES: dict[type[Any], Any] = {
+    CustomEventsRequest: custom_event,
+    IdentifyRequest: identity,
+    CustomAttributesRequest: custom_attributes,
+}
+"""The rules of each body type that has any (the bodies are built by the generated code, with
+these exact types)."""

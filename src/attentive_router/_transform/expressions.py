@@ -175,7 +175,7 @@ def _item(
     product: Any, order_currency: Any, where: str, ctx: Context, warnings: list[TransformWarning]
 ) -> Product | None:
     """Build one Attentive item from a Segment product, or warn and return None."""
-    if not isinstance(product, Mapping):
+    if type(product) is not dict and not isinstance(product, Mapping):
         warnings.append(
             TransformWarning(
                 "item_dropped", f"{where} is {json_type(product)}, not an object; left out"
@@ -301,7 +301,7 @@ def _flatten(
 ) -> None:
     if value is None:
         return
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         if depth >= MAX_DEPTH:
             warnings.append(
                 TransformWarning(

@@ -1,89 +1,153 @@
-"""JSON form of the models: one cattrs converter, and the project's JSON Schemas.
+"""JSON form of the models: request bodies and outcome records, and the project's JSON Schemas.
 
-The converter renames snake_case attributes to Attentive's camelCase keys and omits absent
-(``None``) fields. Properties objects are passed through as they are, without copying.
+Keys are Attentive's camelCase names; absent (``None``) fields are omitted, never sent as
+``null``. Properties objects are passed through as they are, without copying. The cattrs
+converter, which also reads JSON back into the models, lives in ``converter``: writing JSON does
+not load cattrs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
-
-import attrs
-import cattrs
-from cattrs.fns import identity
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from attentive_router._transform import models as _models
 from attentive_router._transform.models import JSONObject
 from attentive_router._transform.outcome import OUTCOME_NAMES, Mapped, Outcome, Skipped
 
-_PART_TYPES: tuple[type[Any], ...] = (
-    _models.CustomIdentifier,
-    _models.ExternalIdentifiers,
-    _models.EventUser,
-    _models.Price,
-    _models.Product,
-    _models.SalesChannel,
-)
+# -- direct JSON forms ---------------------------------------------------------------------------
+# One function per model, written out: the same dicts as the converter's unstructure hooks (keys
+# in attribute order, absent fields left out), without a hook dispatch per field or item.
+# tests/test_json_form.py checks them against the converter for every model.
 
 
-def camel(name: str) -> str:
-    """Return the camelCase JSON key of a snake_case attribute name."""
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
+def _custom_identifiers(values: tuple[_models.CustomIdentifier, ...]) -> list[JSONObject]:
+    return [{"name": value.name, "value": value.value} for value in values]
 
 
-_AS_IS = frozenset(
-    {JSONObject, JSONObject | None, str | None, int | None, int | float, int | float | None}
-)
+def _external_identifiers(value: _models.ExternalIdentifiers) -> JSONObject:
+    result: JSONObject = {}
+    if value.client_user_id is not None:
+        result["clientUserId"] = value.client_user_id
+    if value.custom_identifiers is not None:
+        result["customIdentifiers"] = _custom_identifiers(value.custom_identifiers)
+    return result
 
 
-def _structure_number(value: object, _type: object) -> int | float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    msg = f"expected a number, got {value!r}"
-    raise TypeError(msg)
+def _user(value: _models.EventUser) -> JSONObject:
+    result: JSONObject = {}
+    if value.phone is not None:
+        result["phone"] = value.phone
+    if value.email is not None:
+        result["email"] = value.email
+    if value.external_identifiers is not None:
+        result["externalIdentifiers"] = _external_identifiers(value.external_identifiers)
+    return result
 
 
-def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(unstruct_collection_overrides={tuple: list})
-    # JSON-ready values (and optional ones) unstructure as themselves; cattrs inlines the
-    # identity hook, so generated functions read the attribute without a call per field.
-    converter.register_unstructure_hook_func(lambda t: t in _AS_IS, identity)
-    converter.register_structure_hook_func(lambda t: t == JSONObject, lambda value, _t: value)
-    converter.register_structure_hook_func(lambda t: t == int | float, _structure_number)
-    # Leaves first: a class's generated function binds the hooks of its fields when it is made.
-    for cls in (*_PART_TYPES, *_models.BODY_TYPES):
-        renames: dict[str, Any] = {
-            a.name: override(rename=camel(a.name)) for a in attrs.fields(cls)
-        }
-        converter.register_unstructure_hook(
-            cls, make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **renames)
-        )
-        converter.register_structure_hook(
-            cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True, **renames)
-        )
-    return converter
+def _price(value: _models.Price) -> JSONObject:
+    if value.currency is None:
+        return {"value": value.value}
+    return {"value": value.value, "currency": value.currency}
 
 
-converter = _make_converter()
-"""The converter between models and JSON-ready dicts."""
+def _product(value: _models.Product) -> JSONObject:
+    result: JSONObject = {
+        "productId": value.product_id,
+        "productVariantId": value.product_variant_id,
+        "price": [_price(price) for price in value.price],
+    }
+    if value.product_image is not None:
+        result["productImage"] = value.product_image
+    if value.product_url is not None:
+        result["productUrl"] = value.product_url
+    if value.name is not None:
+        result["name"] = value.name
+    if value.quantity is not None:
+        result["quantity"] = value.quantity
+    return result
 
 
-_BODY_HOOKS: dict[type[Any], Any] = {
-    cls: converter.get_unstructure_hook(cls) for cls in _models.BODY_TYPES
+def _items_body(body: _models.ProductViewRequest | _models.AddToCartRequest) -> JSONObject:
+    result: JSONObject = {
+        "items": [_product(item) for item in body.items],
+        "user": _user(body.user),
+    }
+    if body.occurred_at is not None:
+        result["occurredAt"] = body.occurred_at
+    return result
+
+
+def _purchase(body: _models.PurchaseRequest) -> JSONObject:
+    result: JSONObject = {
+        "items": [_product(item) for item in body.items],
+        "user": _user(body.user),
+    }
+    if body.order_id is not None:
+        result["orderId"] = body.order_id
+    if body.sales_channel is not None:
+        channel = body.sales_channel.channel_type
+        result["salesChannel"] = {} if channel is None else {"channelType": channel}
+    if body.occurred_at is not None:
+        result["occurredAt"] = body.occurred_at
+    return result
+
+
+def _custom_event(body: _models.CustomEventsRequest) -> JSONObject:
+    result: JSONObject = {"type": body.type, "user": _user(body.user)}
+    if body.properties is not None:
+        result["properties"] = body.properties
+    if body.external_event_id is not None:
+        result["externalEventId"] = body.external_event_id
+    if body.occurred_at is not None:
+        result["occurredAt"] = body.occurred_at
+    return result
+
+
+def _identify(body: _models.IdentifyRequest) -> JSONObject:
+    result: JSONObject = {}
+    if body.phone is not None:
+        result["phone"] = body.phone
+    if body.email is not None:
+        result["email"] = body.email
+    if body.shopify_id is not None:
+        result["shopifyId"] = body.shopify_id
+    if body.klaviyo_id is not None:
+        result["klaviyoId"] = body.klaviyo_id
+    if body.client_user_id is not None:
+        result["clientUserId"] = body.client_user_id
+    if body.custom_identifiers is not None:
+        result["customIdentifiers"] = _custom_identifiers(body.custom_identifiers)
+    return result
+
+
+def _custom_attributes(body: _models.CustomAttributesRequest) -> JSONObject:
+    return {"properties": body.properties, "user": _user(body.user)}
+
+
+_BODY_FORMS: dict[type[Any], Callable[[Any], JSONObject]] = {
+    _models.ProductViewRequest: _items_body,
+    _models.AddToCartRequest: _items_body,
+    _models.PurchaseRequest: _purchase,
+    _models.CustomEventsRequest: _custom_event,
+    _models.IdentifyRequest: _identify,
+    _models.CustomAttributesRequest: _custom_attributes,
 }
-"""Each body class's generated unstructure function, called without the converter's dispatch."""
+"""Each body class's direct JSON form."""
 
 
 def to_json(body: _models.Body) -> JSONObject:
     """Return the JSON object (dict) Attentive receives for ``body``."""
-    hook = _BODY_HOOKS.get(type(body))
-    result: JSONObject = converter.unstructure(body) if hook is None else hook(body)
-    return result
+    form = _BODY_FORMS.get(type(body))
+    if form is None:  # not one of the models (never made by the transform)
+        from attentive_router._transform.converter import converter  # noqa: PLC0415
+
+        result: JSONObject = converter.unstructure(body)
+        return result
+    return form(body)
 
 
 @cache
@@ -119,7 +183,10 @@ def _message_id(event: Any) -> str | int | None:
 
 def to_record(outcome: Outcome, event: Any) -> JSONObject:
     """The JSON record of one event's outcome, as ``attentive-router transform`` prints it."""
-    record: JSONObject = {"messageId": _message_id(event), "outcome": OUTCOME_NAMES[type(outcome)]}
+    message_id = event.get("messageId") if type(event) is dict else None
+    if type(message_id) is not str:  # the common case is a string, kept without a call
+        message_id = _message_id(event)
+    record: JSONObject = {"messageId": message_id, "outcome": OUTCOME_NAMES[type(outcome)]}
     if isinstance(outcome, Mapped):
         record["requests"] = [
             {"method": request.method, "path": request.path, "body": to_json(request.body)}

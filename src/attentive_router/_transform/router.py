@@ -25,6 +25,7 @@ from attentive_router._transform.generated.event_names import MAPPED_EVENT_NAMES
 from attentive_router._transform.generated.transforms import MAPPINGS
 from attentive_router._transform.mapping import ANY_EVENT
 from attentive_router._transform.mapping import Mapping as EventMapping
+from attentive_router._transform.models import Body
 from attentive_router._transform.options import (
     FILTERED_CALLS,
     SEGMENT_V1_ALIASES,
@@ -110,12 +111,8 @@ def _filtered(call: str, name: object, filters: EventFilter) -> Skipped | None:
     """The skip for an event ``filters`` leave out, or None; deny lists win over allow lists.
 
     Event-name lists judge track calls with a string name only: a track call without a usable
-    name goes on, and is rejected as before.
+    name goes on, and is rejected as before. ``route`` calls it only when a list is set.
     """
-    if not (
-        filters.deny_calls or filters.deny_events or filters.allow_calls or filters.allow_events
-    ):
-        return None
     named = call == "track" and isinstance(name, str)
     pattern = _first_match(call, filters.deny_calls)
     if pattern is not None:
@@ -335,15 +332,18 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
     if type(call) is not str or call not in MAPPED_CALLS:
         return _unmapped_call(call)
     config = ctx.config
-    filtered = _filtered(call, event.get("event"), config.filters)
-    if filtered is not None:
-        return filtered
+    filters = config.filters
+    if filters.deny_calls or filters.deny_events or filters.allow_calls or filters.allow_events:
+        filtered = _filtered(call, event.get("event"), filters)
+        if filtered is not None:
+            return filtered
     src = read_source(event)
     if isinstance(src, Rejected):
         return src
-    unconsented = _unconsented(event, config)
-    if unconsented is not None:
-        return unconsented
+    if config.consent_category is not None:
+        unconsented = _unconsented(event, config)
+        if unconsented is not None:
+            return unconsented
     if not _has_identifier(event, src.traits):
         return Skipped(
             "no_identifier",
@@ -356,6 +356,7 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
         return selected
     mappings, src = selected
     requests: list[Request] = []
+    bodies: list[Body] = []
     for mapping in mappings:
         built = mapping.transform(src, ctx, warnings)
         if isinstance(built, (Rejected, Skipped)):
@@ -365,10 +366,11 @@ def route(event: object, ctx: Context, dispatch: Dispatch = DEFAULT_DISPATCH) ->
             return body
         if body is not None:
             requests.append(Request(mapping.method, mapping.path, body))
+            bodies.append(body)
     if not requests:
         return Skipped(
             "nothing_to_send",
             "the identify call has no identifier to link and no other traits to store",
         )
-    _constraints.user_warnings((request.body for request in requests), warnings)
+    _constraints.user_warnings(bodies, warnings)
     return Mapped(tuple(requests), _dedupe(warnings))
