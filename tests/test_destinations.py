@@ -214,6 +214,11 @@ def test_one_serve_pauses_a_refused_brand_and_resumes_it_after_sighup_delivering
         assert str(tmp_path / "brand-a.key") in paused["problem"]
         metrics = serve.get("/metrics").text
         assert 'attentive_router_queue_depth{destination="brand_a"} 3.0' in metrics
+        # each brand's requests were stored by its own queue's transactions (one per request here)
+        for brand in ("brand_a", "brand_b"):
+            committed = f'queue_commits_total{{destination="{brand}",outcome="committed"}} 3.0'
+            assert f"attentive_router_{committed}" in metrics
+            assert f'queue_commit_events_sum{{destination="{brand}"}} 3.0' in metrics
         assert sorted(delivered(sandbox)) == [(f"b-{n}", KEY_B) for n in range(3)]
         # the key is fixed in its file, and the process told to read it again
         (tmp_path / "brand-a.key").write_text(KEY_A + "\n")

@@ -69,9 +69,9 @@ async def settle_loop() -> None:
 def test_requests_arriving_during_a_commit_share_the_next_one(queue: SQLiteQueue) -> None:
     async def scenario() -> list[Enqueued]:
         gate = Gate()
-        seen: list[tuple[int, int, bool]] = []
-        stats = CommitStats(observe=lambda r, e, ok: seen.append((r, e, ok)))
-        committer = GroupCommitter(queue, gate, stats)
+        seen: list[tuple[int, int, bool, str]] = []
+        stats = CommitStats(observe=lambda r, e, ok, to: seen.append((r, e, ok, to)))
+        committer = GroupCommitter(queue, gate, stats, destination="brand_a")
         first = asyncio.ensure_future(committer.put([event("a")], T0))
         await settle_loop()  # the first commit has started with "a" alone
         later = [
@@ -87,8 +87,9 @@ def test_requests_arriving_during_a_commit_share_the_next_one(queue: SQLiteQueue
         await gate.open_one()
         answers = [await f for f in later]
         assert gate.calls == [[1], [2, 1, 1]]
-        assert seen == [(1, 1, True), (3, 4, True)]
+        assert seen == [(1, 1, True, "brand_a"), (3, 4, True, "brand_a")]
         assert stats.commits == {"committed": 2, "failed": 0}
+        assert stats.by_destination == {("brand_a", "committed"): 2}
         gate.executor.shutdown()
         return answers
 

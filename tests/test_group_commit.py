@@ -82,13 +82,20 @@ class Commits:
         response = serve.get("/metrics")
         assert response.status_code == 200, response.text
         text = response.text
-        self.committed = metric(text, "attentive_router_queue_commits_total", 'outcome="committed"')
-        self.failed = metric(text, "attentive_router_queue_commits_total", 'outcome="failed"')
+        self.committed = metric(
+            text,
+            "attentive_router_queue_commits_total",
+            'destination="default",outcome="committed"',
+        )
+        self.failed = metric(
+            text, "attentive_router_queue_commits_total", 'destination="default",outcome="failed"'
+        )
         histogram = "attentive_router_queue_commit_requests"
-        self.requests = metric(text, histogram + "_sum")
-        self.count = metric(text, histogram + "_count")
-        self.alone = metric(text, histogram + "_bucket", 'le="1.0"')
-        self.up_to_four = metric(text, histogram + "_bucket", 'le="4.0"')
+        default = 'destination="default"'
+        self.requests = metric(text, histogram + "_sum", default)
+        self.count = metric(text, histogram + "_count", default)
+        self.alone = metric(text, histogram + "_bucket", default + ',le="1.0"')
+        self.up_to_four = metric(text, histogram + "_bucket", default + ',le="4.0"')
         self.duplicates = metric(
             text,
             "attentive_router_events_duplicate_total",

@@ -48,6 +48,9 @@ class QueueSnapshot:
     oldest_queued_age: float | None
 
 
+_COMMIT_OUTCOMES = ("committed", "failed")
+
+
 @frozen
 class DestinationCounts:
     """A destination and its sender's ``stats`` (None with ``--no-deliver``)."""
@@ -80,21 +83,23 @@ class Metrics:
             _P + "queue_commit_requests",
             "Ingest requests stored by one queue transaction (group commit shares one "
             "transaction among the requests waiting for it).",
+            ["destination"],
             registry=self.registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )
         self.commit_events = Histogram(
             _P + "queue_commit_events",
             "Events offered to one queue transaction (duplicates included).",
+            ["destination"],
             registry=self.registry,
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000),
         )
         self.commits.observe = self._observe_commit
 
-    def _observe_commit(self, requests: int, events: int, ok: bool) -> None:
+    def _observe_commit(self, requests: int, events: int, ok: bool, destination: str) -> None:
         if ok:
-            self.commit_requests.observe(requests)
-            self.commit_events.observe(events)
+            self.commit_requests.labels(destination).observe(requests)
+            self.commit_events.labels(destination).observe(events)
 
     def render(self, snapshots: dict[str, QueueSnapshot], paused: Collection[str] = ()) -> bytes:
         """The exposition text.
@@ -149,10 +154,15 @@ class _Families(Collector):
             _P + "queue_commits",
             "Queue transactions of ingest requests, by outcome (committed, failed: the "
             "requests it held were answered 503).",
-            labels=["outcome"],
+            labels=["destination", "outcome"],
         )
-        for outcome, count in sorted(self.metrics.commits.commits.items()):
-            commits.add_metric([outcome], count)
+        counted = dict.fromkeys(
+            ((d.name, outcome) for d in self.metrics.destinations for outcome in _COMMIT_OUTCOMES),
+            0,
+        )
+        counted.update(self.metrics.commits.by_destination)
+        for (destination, outcome), count in sorted(counted.items()):
+            commits.add_metric([destination, outcome], count)
         yield commits
         yield from self._outcomes()
         yield from self._queue()

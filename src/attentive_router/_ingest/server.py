@@ -400,7 +400,7 @@ class Ingest:
         delivery = self.routes[source]
         fields["destination"] = delivery.name
         try:
-            result = await self.commits.put(delivery.queue, events, now)
+            result = await self.commits.put(delivery.queue, events, now, delivery.name)
         except QueueError as error:
             fields["error"] = str(error)
             raise BodyError(

@@ -27,6 +27,9 @@ Runner = Callable[..., Awaitable[Any]]
 """``run(function, *args)``: calls ``function(*args)`` off the event loop (the queue's thread)
 and returns its result."""
 
+DEFAULT = "default"
+"""The destination a queue's commits are counted under when none is named."""
+
 MAX_GROUP_EVENTS = 20_000
 """Events at most in one group commit (a request larger than this is committed alone)."""
 
@@ -37,18 +40,24 @@ class CommitStats:
 
     Attributes:
         commits: Transactions by outcome (``committed`` or ``failed``).
-        observe: Called after every commit with how many requests and events it held and
-            whether it succeeded (the server's histograms).
+        by_destination: Transactions by (destination, outcome): each destination has its own
+            queue, so its own transactions.
+        observe: Called after every commit with how many requests and events it held,
+            whether it succeeded and the destination of its queue (the server's histograms).
     """
 
     commits: dict[str, int] = field(factory=lambda: {"committed": 0, "failed": 0})
-    observe: Callable[[int, int, bool], None] | None = None
+    by_destination: dict[tuple[str, str], int] = field(factory=dict)
+    observe: Callable[[int, int, bool, str], None] | None = None
 
-    def record(self, requests: int, events: int, ok: bool) -> None:
+    def record(self, requests: int, events: int, ok: bool, destination: str = DEFAULT) -> None:
         """Count one commit of ``requests`` requests holding ``events`` events."""
-        self.commits["committed" if ok else "failed"] += 1
+        outcome = "committed" if ok else "failed"
+        self.commits[outcome] += 1
+        key = (destination, outcome)
+        self.by_destination[key] = self.by_destination.get(key, 0) + 1
         if self.observe is not None:
-            self.observe(requests, events, ok)
+            self.observe(requests, events, ok, destination)
 
 
 @define
@@ -66,6 +75,7 @@ class GroupCommitter:
         run: Runs a queue call off the event loop (the thread the queue's writes use).
         stats: Where commits are counted.
         max_events: Events at most per group; the rest wait for the next commit.
+        destination: The destination whose queue this is (commits are counted under it).
     """
 
     def __init__(
@@ -74,8 +84,10 @@ class GroupCommitter:
         run: Runner,
         stats: CommitStats | None = None,
         max_events: int = MAX_GROUP_EVENTS,
+        destination: str = DEFAULT,
     ) -> None:
         self.queue = queue
+        self.destination = destination
         self.run = run
         self.stats = stats if stats is not None else CommitStats()
         self.max_events = max_events
@@ -117,7 +129,7 @@ class GroupCommitter:
                 try:
                     answers: list[Enqueued] = await self.run(self.queue.put_many, batches)
                 except Exception as error:  # noqa: BLE001 - each request of the group gets it
-                    self.stats.record(len(group), events, ok=False)
+                    self.stats.record(len(group), events, ok=False, destination=self.destination)
                     for waiting in group:
                         if not waiting.answer.done():
                             waiting.answer.set_exception(error)
@@ -125,7 +137,7 @@ class GroupCommitter:
                             # "exception was never retrieved" warning behind.
                             waiting.answer.exception()
                     continue
-                self.stats.record(len(group), events, ok=True)
+                self.stats.record(len(group), events, ok=True, destination=self.destination)
                 for waiting, answer in zip(group, answers, strict=True):
                     if not waiting.answer.done():
                         waiting.answer.set_result(answer)
@@ -141,8 +153,15 @@ class GroupCommitter:
 class PerRequest:
     """One transaction per request (``serve --commit per-request``): ``queue.put`` each."""
 
-    def __init__(self, queue: Queue, run: Runner, stats: CommitStats | None = None) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        run: Runner,
+        stats: CommitStats | None = None,
+        destination: str = DEFAULT,
+    ) -> None:
         self.queue = queue
+        self.destination = destination
         self.run = run
         self.stats = stats if stats is not None else CommitStats()
 
@@ -151,9 +170,9 @@ class PerRequest:
         try:
             answer: Enqueued = await self.run(self.queue.put, events, now)
         except Exception:
-            self.stats.record(1, len(events), ok=False)
+            self.stats.record(1, len(events), ok=False, destination=self.destination)
             raise
-        self.stats.record(1, len(events), ok=True)
+        self.stats.record(1, len(events), ok=True, destination=self.destination)
         return answer
 
 
@@ -168,19 +187,21 @@ class Commits:
         self.stats = stats if stats is not None else CommitStats()
         self._committers: dict[int, tuple[Queue, GroupCommitter | PerRequest]] = {}
 
-    def committer(self, queue: Queue) -> GroupCommitter | PerRequest:
-        """The committer of ``queue`` (made on first use)."""
+    def committer(self, queue: Queue, destination: str = DEFAULT) -> GroupCommitter | PerRequest:
+        """The committer of ``queue`` (made on first use), counted under ``destination``."""
         known = self._committers.get(id(queue))
         if known is not None and known[0] is queue:
             return known[1]
         made: GroupCommitter | PerRequest
         if self.mode == "group":
-            made = GroupCommitter(queue, self.run, self.stats)
+            made = GroupCommitter(queue, self.run, self.stats, destination=destination)
         else:
-            made = PerRequest(queue, self.run, self.stats)
+            made = PerRequest(queue, self.run, self.stats, destination=destination)
         self._committers[id(queue)] = (queue, made)
         return made
 
-    async def put(self, queue: Queue, events: Sequence[NewEvent], now: float) -> Enqueued:
-        """Store ``events`` in ``queue``; the answer once they are on disk."""
-        return await self.committer(queue).put(events, now)
+    async def put(
+        self, queue: Queue, events: Sequence[NewEvent], now: float, destination: str = DEFAULT
+    ) -> Enqueued:
+        """Store ``events`` in ``queue`` (``destination``'s); the answer once they are on disk."""
+        return await self.committer(queue, destination).put(events, now)
