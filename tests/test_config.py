@@ -100,6 +100,7 @@ typo_at_top = 1
 [serve]
 port = 70000
 log_level = "loud"
+commit = "batched"
 
 [sources.web]
 write_key = "wk_web"
@@ -125,6 +126,7 @@ missing = "maybe"
 BAD_MESSAGES = [
     "  serve.port: expected a port number from 0 to 65535, got 70000",
     '  serve.log_level: expected one of "debug", "info", "warning", "error", got "loud"',
+    '  serve.commit: expected one of "group", "per-request", got "batched"',
     "  sources.web.destination: missing: this key is required",
     '  destinations.shop.rate_limit: expected a number > 0, got "fast"',
     '  destinations.shop.strict_property_keys: expected true or false, got "yes"',
@@ -159,7 +161,7 @@ def test_every_mistake_is_reported_at_once_by_every_command(
     result = cli(*(part.format(file=config) for part in command), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == f"attentive-router: {config}: 12 problems:"
+    assert lines[0] == f"attentive-router: {config}: 13 problems:"
     for message in BAD_MESSAGES:
         assert message in lines, (message, result.stderr)
     alias = next(line for line in lines if "aliases" in line)
@@ -246,6 +248,7 @@ path = "from-file.db"
 [serve]
 cors_origins = ["https://file.example"]
 port = 9001
+commit = "per-request"
 
 [serve.webhook_secret_env]
 web = "SHOP_WEBHOOK_SECRET"
@@ -322,7 +325,7 @@ def test_flags_override_environment_variables_which_override_the_file(tmp_path: 
         "ATTENTIVE_API_TOKEN": "env-token",
     }
     flags = ["--queue", "from-flag.db", "--cors-origin", "https://flag.example", "--token", "t"]
-    flags += ["--rate", "7", "--port", "9002"]
+    flags += ["--rate", "7", "--port", "9002", "--commit", "group"]
 
     file_only = cli("config", "check", str(config), env=base).stdout
     env_too = cli("config", "check", str(config), env=env).stdout
@@ -348,6 +351,8 @@ def test_flags_override_environment_variables_which_override_the_file(tmp_path: 
     assert origin_of(flag_too, "destinations.shop.rate_limit") == ("7", "flag --rate")
     assert origin_of(file_only, "serve.port") == ("9001", "file")
     assert origin_of(flag_too, "serve.port") == ("9002", "flag --port")
+    assert origin_of(file_only, "serve.commit") == ('"per-request"', "file")
+    assert origin_of(flag_too, "serve.commit") == ('"group"', "flag --commit")
     assert origin_of(file_only, "destinations.shop.timeout") == ("10", "default")
     # a flag given with its default value still wins over the file
     default_flag = cli("config", "check", str(config), "--port", "8088", env=base).stdout

@@ -86,6 +86,7 @@ class ServeSection:
     lock_timeout: NonNegative | None = None
     grace: NonNegative | None = None
     key_retry_interval: Positive | None = None
+    commit: Literal["group", "per-request"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     log_format: Literal["json", "text"] | None = None
 

@@ -46,6 +46,7 @@ dedupe_window = 24         # hours a messageId is remembered per write key
 lock_timeout = 5           # seconds a write waits for the queue before answering 503
 grace = 5                  # seconds given to work in flight on SIGTERM
 key_retry_interval = 300   # seconds between checks of a refused API key
+commit = "group"           # group: waiting requests share a transaction; per-request
 log_level = "info"         # debug, info, warning, error
 log_format = "json"        # json, text
 

@@ -80,6 +80,7 @@ SERVE_OPTIONS = (
     Option("lock_timeout", "--lock-timeout", "serve", "lock_timeout"),
     Option("grace", "--grace", "serve", "grace"),
     Option("key_retry_interval", "--key-retry-interval", "serve", "key_retry_interval"),
+    Option("commit", "--commit", "serve", "commit"),
     Option("log_level", "--log-level", "serve", "log_level"),
     Option("log_format", "--log-format", "serve", "log_format"),
 )
