@@ -682,16 +682,23 @@ def _missing_queue(path: Path, stderr: IO[str]) -> bool:
     return True
 
 
-def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
-    """``dead-letters list|show|replay``."""
+def _open_existing_queue(path: Path, stderr: IO[str]) -> SQLiteQueue | None:
+    """The queue at ``path`` for a command that reads it; None (said why) when it cannot be."""
     from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
 
-    if _missing_queue(args.queue, stderr):
-        return 2
+    if _missing_queue(path, stderr):
+        return None
     try:
-        queue = SQLiteQueue(args.queue)
+        return SQLiteQueue(path)
     except QueueError as error:
         print(f"{PROG}: {error}", file=stderr)
+        return None
+
+
+def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+    """``dead-letters list|show|replay``."""
+    queue = _open_existing_queue(args.queue, stderr)
+    if queue is None:
         return 2
     try:
         if args.action == "list":

@@ -15,7 +15,7 @@ import orjson
 
 from attentive_router._cli.delivery import (
     PROG,
-    _missing_queue,
+    _open_existing_queue,
     _queue_option,
     config_file_options,
 )
@@ -172,14 +172,8 @@ def event_json(record: Record) -> dict[str, Any]:
 
 def run_events(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
     """``events list``."""
-    from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
-
-    if _missing_queue(args.queue, stderr):
-        return 2
-    try:
-        queue = SQLiteQueue(args.queue)
-    except QueueError as error:
-        print(f"{PROG}: {error}", file=stderr)
+    queue = _open_existing_queue(args.queue, stderr)
+    if queue is None:
         return 2
     try:
         records = _selected(queue, args.state, args.since, args.limit)
