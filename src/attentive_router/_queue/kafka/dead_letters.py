@@ -3,7 +3,7 @@
 A dead letter is a record keyed by the event record it came from (``PARTITION:OFFSET`` of the
 events topic); a replay writes the event back to the events topic, then a tombstone (no value)
 under the same key, so a later reading no longer lists it. The topic has one partition; a dead
-letter's id is its offset there.
+letter's id is its offset there plus one (ids start at 1, as in a SQLite queue).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ async def read_dead_letters(settings: KafkaSettings) -> dict[str, Record]:
             if message.value is None:  # a tombstone: replayed
                 continue
             try:
-                letters[key] = read_dead_letter(message.offset, message.value)
+                letters[key] = read_dead_letter(message.offset + 1, message.value)
             except UnreadableRecordError:
                 continue
     finally:

@@ -30,6 +30,10 @@ DEFAULT_PARTITIONS = 12
 """Partitions of the events topic made by ``kafka init``: the most delivery workers that can
 share one destination's events (more workers than partitions leaves some idle)."""
 
+DEFAULT_SESSION_TIMEOUT = 10.0
+"""Seconds: how long a worker that stopped answering keeps its partitions (Kafka's
+``session.timeout.ms``); a worker that stops cleanly hands them over at once."""
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SECURITY_PROTOCOLS: tuple[SecurityProtocol, ...] = (
     "PLAINTEXT",
@@ -64,6 +68,8 @@ class KafkaSettings:
         partitions: Partitions of the events topic when ``kafka init`` creates it.
         replication_factor: Replicas of each partition when ``kafka init`` creates the topics
             (3 on a production cluster; 1 on a single broker).
+        session_timeout: Seconds without a heartbeat after which the group gives a stopped
+            worker's partitions to the others.
     """
 
     bootstrap: tuple[str, ...]
@@ -75,6 +81,7 @@ class KafkaSettings:
     ssl_cafile: str | None = None
     partitions: int = DEFAULT_PARTITIONS
     replication_factor: int = 1
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT
 
     @property
     def events_topic(self) -> str:
@@ -124,6 +131,8 @@ class KafkaSettings:
             found.append("partitions must be at least 1")
         if self.replication_factor < 1:
             found.append("replication_factor must be at least 1")
+        if not 1.0 <= self.session_timeout <= 3600.0:  # noqa: PLR2004 - the documented range
+            found.append("session_timeout must be between 1 and 3600 seconds")
         return found
 
     def client_options(self, environ: dict[str, str] | None = None) -> dict[str, Any]:
