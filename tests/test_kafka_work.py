@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
+from tests.kafka_broker import Broker, running_broker
 
 from attentive_router._queue.interface import NewEvent, QueueError, Settlement, State
 from attentive_router._queue.kafka.settings import KafkaSettings, parse_url
 from attentive_router._queue.kafka.topics import ensure_topics
 from attentive_router._queue.kafka.work import KafkaWork
-from tests.kafka_broker import Broker, running_broker
 
 _prefixes = itertools.count()
 

@@ -131,7 +131,7 @@ class KafkaSettings:
             found.append("partitions must be at least 1")
         if self.replication_factor < 1:
             found.append("replication_factor must be at least 1")
-        if not 1.0 <= self.session_timeout <= 3600.0:  # noqa: PLR2004 - the documented range
+        if not 1.0 <= self.session_timeout <= 3600.0:
             found.append("session_timeout must be between 1 and 3600 seconds")
         return found
 
