@@ -80,6 +80,8 @@ from attentive_router._ingest.parse import (
 )
 from attentive_router._queue.group import Commits
 from attentive_router._queue.interface import CommitMode, QueueError, State
+from attentive_router._queue.kafka.intake import KafkaIntake
+from attentive_router._queue.kafka.settings import KafkaSettings
 from attentive_router._queue.sqlite import SQLiteQueue
 
 T = TypeVar("T")
@@ -120,14 +122,15 @@ class DestinationSettings:
 
     Attributes:
         name: Its name in the configuration file (recorded with each event queued for it).
-        queue: Its own queue file.
+        queue: Its own queue file, or its Kafka queue (then this process only ingests: the
+            ``deliver --follow`` workers of the queue's consumer group deliver).
         sender: How to deliver to it; None runs ingest only.
         sources: The source names (write keys) whose events it receives.
         key_source: Where its API key came from (read again on SIGHUP).
     """
 
     name: str
-    queue: Path
+    queue: Path | KafkaSettings
     sender: SenderSettings | None
     sources: frozenset[str]
     key_source: KeySource | None = None
@@ -145,7 +148,8 @@ class ServeSettings:
         sender: Delivery settings; None runs ingest only.
         cors_origins: Origins browsers may post from ("*" for any); none: no CORS headers.
         dedupe_window: Seconds a messageId is remembered per write key.
-        busy_timeout: Seconds a write waits for another process's lock before failing (503).
+        busy_timeout: Seconds a write waits for another process's lock (on Kafka: for the
+            brokers' acknowledgements) before failing (503).
         grace: Seconds requests and deliveries in progress get to finish after SIGTERM.
         public_url: Where browsers reach the server (behind a proxy); None: from each request.
         trust_proxy: Take the scheme and host from ``X-Forwarded-Proto`` / ``X-Forwarded-Host``.
@@ -160,7 +164,7 @@ class ServeSettings:
     """
 
     keys: Mapping[str, str]
-    queue: Path
+    queue: Path | KafkaSettings
     sender: SenderSettings | None
     host: str = "127.0.0.1"
     port: int = 8088
@@ -243,9 +247,11 @@ class _Delivery:
     """One destination's delivery side, as the app and the metrics see it."""
 
     name: str
-    queue: SQLiteQueue
-    queue_path: Path
+    queue: SQLiteQueue | None
+    queue_path: Path | str
     check: KeyCheck
+    intake: KafkaIntake | None = None
+    """The producer of a Kafka queue (then ``queue`` is None and this process only ingests)."""
     delivering: bool = False
     stats: Stats = field(factory=Stats)
     health: Health = field(factory=lambda: Health(""))
@@ -258,6 +264,13 @@ class _Delivery:
     def paused(self) -> Paused | None:
         """Attentive's refusal of the key while sending is paused."""
         return self.check.paused
+
+    @property
+    def store(self) -> SQLiteQueue:
+        """The queue file (the delivery side runs only for one)."""
+        if self.queue is None:
+            raise RuntimeError(f"{self.name}: a Kafka queue has no local queue file")
+        return self.queue
 
     def use_token(self, token: str) -> None:
         """Send with ``token`` from now on (read again on SIGHUP)."""
@@ -400,7 +413,10 @@ class Ingest:
         delivery = self.routes[source]
         fields["destination"] = delivery.name
         try:
-            result = await self.commits.put(delivery.queue, events, now, delivery.name)
+            if delivery.intake is not None:
+                result = await delivery.intake.put(events, now)
+            else:
+                result = await self.commits.put(delivery.store, events, now, delivery.name)
         except QueueError as error:
             fields["error"] = str(error)
             raise BodyError(
@@ -433,6 +449,8 @@ class Ingest:
         """Prometheus text format."""
         snapshots = {}
         for delivery in self.deliveries:
+            if delivery.queue is None:
+                continue  # a Kafka queue: its workers report lag and depth
             try:
                 counts = await self.call(delivery.queue.counts)
                 oldest = await self.call(delivery.queue.oldest_queued)
@@ -721,6 +739,15 @@ def _destination_health(delivery: _Delivery) -> dict[str, Any]:
     if foreign is not None:
         body["status"] = "degraded"
         body["other_destinations"] = foreign
+    intake = delivery.intake
+    if intake is not None:
+        broker: dict[str, Any] = {"queue": intake.settings.url, "reachable": intake.reachable}
+        if intake.checked_at is not None:
+            broker["checked_at"] = _iso(intake.checked_at)
+        if not intake.reachable:
+            body["status"] = "degraded"
+            broker["problem"] = intake.problem or "no broker answered"
+        body["kafka"] = broker
     return {"name": delivery.name, **body}
 
 
@@ -761,7 +788,7 @@ def health_body(destinations: Sequence[dict[str, Any]]) -> dict[str, Any]:
 async def _check_foreign(delivery: _Delivery) -> None:
     """Count the queue's events recorded for other destinations; say so when there are some."""
     try:
-        delivery.foreign = await asyncio.to_thread(delivery.queue.foreign)
+        delivery.foreign = await asyncio.to_thread(delivery.store.foreign)
     except QueueError:
         return  # the sender meets the failure too, and says so
     problem = delivery.foreign_problem()
@@ -776,7 +803,7 @@ async def _deliver_forever(
 
     It starts again after a storage failure, and once a key Attentive refused is accepted again.
     """
-    queue = delivery.queue
+    queue = delivery.store
     client = make_client(settings)
     delivery.health = Health(settings.base_url)
     check = delivery.check
@@ -814,7 +841,7 @@ async def _deliver_forever(
         await client.aclose()
 
 
-def _log_report(report: Report, queue: Path, destination: str) -> None:
+def _log_report(report: Report, queue: Path | str, destination: str) -> None:
     """One delivery problem (or its end) in the log."""
     fields: dict[str, Any] = {
         "destination": destination,
@@ -836,9 +863,14 @@ def _log_report(report: Report, queue: Path, destination: str) -> None:
     log(logging.WARNING, "delivery failing: " + report.text(), **fields)
 
 
+def _absolute(queue: Path | str) -> Path | str:
+    """A queue file's absolute path (for the commands the logs suggest); a URL as it is."""
+    return queue.resolve() if isinstance(queue, Path) else queue
+
+
 async def _report_now_and_then(delivery: _Delivery, stop: asyncio.Event) -> None:
     """Log the delivery problems ``Health`` has due, a few lines a minute at most."""
-    queue = delivery.queue_path.resolve()
+    queue = _absolute(delivery.queue_path)
     while not stop.is_set():
         for report in delivery.health.reports(time.time()):
             _log_report(report, queue, delivery.name)
@@ -851,7 +883,7 @@ async def _report_now_and_then(delivery: _Delivery, stop: asyncio.Event) -> None
 async def _prune_now_and_then(ingest: Ingest, delivery: _Delivery, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            forgotten = await ingest.call(delivery.queue.prune, time.time())
+            forgotten = await ingest.call(delivery.store.prune, time.time())
         except QueueError as error:
             delivery.note(logging.ERROR, "could not prune the queue", {"error": str(error)})
         else:
@@ -881,6 +913,10 @@ class _Server(uvicorn.Server):
 def _mode(settings: ServeSettings) -> str:
     """What the server does with the events, for its first line."""
     routes = settings.routes()
+    kafka = [route for route in routes if isinstance(route.queue, KafkaSettings)]
+    if kafka:
+        queues = ", ".join(route.queue.url for route in kafka)  # type: ignore[union-attr]
+        return f"ingest only, into {queues}: deliver --follow workers deliver"
     delivering = [route for route in routes if route.sender is not None]
     if not delivering:
         return "ingest only"
@@ -892,9 +928,31 @@ def _mode(settings: ServeSettings) -> str:
     )
 
 
+async def _start_intakes(deliveries: Sequence[_Delivery], stderr: IO[str]) -> bool:
+    """Connect the Kafka producers; say why and return False when one cannot start."""
+    for delivery in deliveries:
+        if delivery.intake is None:
+            continue
+        try:
+            await delivery.intake.start()
+        except QueueError as error:
+            print(f"attentive-router serve: {error}", file=stderr)
+            for started in deliveries:
+                if started.intake is not None:
+                    await started.intake.stop()
+            return False
+    return True
+
+
 async def _serve(
-    settings: ServeSettings, deliveries: Sequence[_Delivery], sock: socket.socket, stdout: IO[str]
-) -> None:
+    settings: ServeSettings,
+    deliveries: Sequence[_Delivery],
+    sock: socket.socket,
+    stdout: IO[str],
+    stderr: IO[str],
+) -> int:
+    if not await _start_intakes(deliveries, stderr):
+        return 2
     ingest = Ingest(deliveries, settings)
     app = create_app(ingest, settings.cors_origins)
     config = uvicorn.Config(
@@ -922,9 +980,9 @@ async def _serve(
             write_keys=sorted(set(settings.keys.values())),
             webhook_secrets=sorted(set(settings.webhook_secrets.values())),
             delivery=mode,
-            queue=str(settings.queue) if not settings.destinations else None,
+            queue=_shown(settings.queue) if not settings.destinations else None,
             destinations={
-                route.name: {"queue": str(route.queue), "sources": sorted(route.sources)}
+                route.name: {"queue": _shown(route.queue), "sources": sorted(route.sources)}
                 for route in settings.routes()
             },
             cors_origins=list(settings.cors_origins),
@@ -958,6 +1016,9 @@ async def _serve(
     signals.append(signal.SIGHUP)
     tasks = []
     for delivery, route in zip(deliveries, settings.routes(), strict=True):
+        if delivery.intake is not None:
+            tasks.append(asyncio.create_task(delivery.intake.watch(stop)))
+            continue
         tasks.append(asyncio.create_task(_prune_now_and_then(ingest, delivery, stop)))
         tasks.append(asyncio.create_task(delivery.check.watch_hangups(stop, delivery.note)))
         if route.sender is not None:
@@ -969,6 +1030,9 @@ async def _serve(
         log(logging.INFO, "stopping: no new requests; finishing deliveries in flight")
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for delivery in deliveries:
+            if delivery.intake is not None:
+                await delivery.intake.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)
         ingest.close()
@@ -980,6 +1044,12 @@ async def _serve(
         delivered=sum(d.stats.outcomes[State.DELIVERED.label] for d in deliveries),
         attentive_requests=sum(d.stats.requests for d in deliveries),
     )
+    return 0
+
+
+def _shown(queue: Path | KafkaSettings) -> str:
+    """A queue as logs show it (a Kafka queue's address carries no secret)."""
+    return queue.url if isinstance(queue, KafkaSettings) else str(queue)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -1007,7 +1077,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def _open(settings: ServeSettings, route: DestinationSettings) -> SQLiteQueue:
     return SQLiteQueue(
-        route.queue,
+        route.queue,  # type: ignore[arg-type] # a Kafka queue is never opened here
         dedupe_window=settings.dedupe_window,
         busy_timeout=settings.busy_timeout,
         checkpoint_every=CHECKPOINT_EVERY,
@@ -1024,6 +1094,9 @@ def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
     try:
         with contextlib.ExitStack() as stack:
             for route in settings.routes():
+                if isinstance(route.queue, KafkaSettings):
+                    deliveries.append(_kafka_delivery(settings, route, route.queue))
+                    continue
                 try:
                     queue = _open(settings, route)
                 except QueueError as error:
@@ -1056,8 +1129,29 @@ def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
                 return 2
             stack.callback(sock.close)
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                runner.run(_serve(settings, deliveries, sock, stdout))
+                return runner.run(_serve(settings, deliveries, sock, stdout, stderr))
     except QueueBusyError as error:
         print(f"{prog}: {error} (or run this server with --no-deliver)", file=stderr)
         return 2
-    return 0
+
+
+def _kafka_delivery(
+    settings: ServeSettings, route: DestinationSettings, queue: KafkaSettings
+) -> _Delivery:
+    """A destination whose events go to Kafka: this process produces, workers deliver."""
+    if route.sender is not None:
+        log(
+            logging.INFO,
+            "the queue is Kafka: this server only ingests; the deliver --follow workers of "
+            "the consumer group deliver",
+            destination=route.name,
+            queue=queue.url,
+            group=queue.group,
+        )
+    return _Delivery(
+        route.name,
+        None,
+        queue.url,
+        KeyCheck(route.key_source, settings.key_retry),
+        intake=KafkaIntake(queue, route.name, settings.busy_timeout),
+    )
