@@ -19,7 +19,9 @@ import pytest
 from attentive_router._delivery.ratelimit import (
     DEFAULT_RATE,
     IDENTITY_PATH,
+    MIN_SHARE,
     RateLimiter,
+    Share,
     TokenBucket,
 )
 
@@ -299,3 +301,20 @@ def test_fake_time_helpers_wait_in_order() -> None:
 
     time.run(sleeper("late", 2.0), sleeper("early", 0.5), sleeper("now", 0.0))
     assert woke == [("now", 0.0), ("early", 0.5), ("late", 2.0)]
+
+
+def test_a_share_scales_every_limiter_that_follows_it() -> None:
+    clock = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    share = Share()
+    limiter = RateLimiter(lambda: clock[0], sleep, rate=100.0, rates={"/slow": 10.0})
+    limiter.bucket("/fast")
+    share.follow(limiter)
+    share.set(0.5)
+    assert limiter.bucket("/fast").rate == 50.0
+    assert limiter.bucket("/slow").rate == 5.0  # a bucket made after the change follows too
+    share.set(0.0)  # no partitions: the smallest share, never a division by zero
+    assert limiter.bucket("/fast").rate == 100.0 * MIN_SHARE

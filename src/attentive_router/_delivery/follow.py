@@ -87,6 +87,7 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     stop: asyncio.Event | None = None,
     keys: KeyCheck | None = None,
     signals: bool = True,
+    looking: str | None = None,
 ) -> Run:
     """Deliver from ``queue`` until ``stop`` (or SIGTERM, SIGINT), or a refused API key.
 
@@ -105,6 +106,7 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
             refused key ends the run.
         signals: Handle SIGINT, SIGTERM (and SIGHUP for ``keys``) here; False leaves them
             to the caller (several followers side by side).
+        looking: How new events are found, for the first line (default: the polling).
 
     Returns:
         The run: what was settled, what is left, and ``paused`` when the key was refused
@@ -123,9 +125,10 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     def note(level: int, text: str, _fields: Mapping[str, object]) -> None:
         say(f"warning: {text}" if level in {logging.WARNING, logging.ERROR} else text)
 
+    looking = looking or f"looking every {poll_interval:g} s"
     say(
         f"following {where}: delivering what is queued, then what is queued next "
-        f"(looking every {poll_interval:g} s); SIGTERM or Ctrl-C stops"
+        f"({looking}); SIGTERM or Ctrl-C stops"
     )
     done = asyncio.Event()
     helpers = [

@@ -6,9 +6,10 @@ backlog drains at the limit instead of provoking a storm of 429 answers.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 
-from attrs import define
+from attrs import define, field
 
 IDENTITY_PATH = "/v1/identity-resolution/user-identifiers"
 DEFAULT_RATE = 150.0
@@ -44,6 +45,34 @@ class TokenBucket:
         self.ready_at = max(self.ready_at, self.blocked_until)
 
 
+MIN_SHARE = 0.01
+"""The smallest fraction a limiter is scaled to (a worker between two rebalances)."""
+
+
+@define(eq=False)
+class Share:
+    """The fraction of an account's limits this process may use.
+
+    Workers of one consumer group deliver for the same API key; each takes the fraction of the
+    partitions it holds, set again after every rebalance, so that together they stay inside
+    the account's limits. Every limiter made with this share follows it.
+    """
+
+    fraction: float = 1.0
+    _limiters: weakref.WeakSet[RateLimiter] = field(factory=weakref.WeakSet, init=False)
+
+    def set(self, fraction: float) -> None:
+        """Use ``fraction`` of the limits from now on."""
+        self.fraction = fraction
+        for limiter in list(self._limiters):
+            limiter.scale(fraction)
+
+    def follow(self, limiter: RateLimiter) -> None:
+        """Scale ``limiter`` with this share, now and at every change."""
+        self._limiters.add(limiter)
+        limiter.scale(self.fraction)
+
+
 class RateLimiter:
     """Per-endpoint token buckets.
 
@@ -70,12 +99,20 @@ class RateLimiter:
         self.rates = dict(rates)
         self._burst_seconds = burst_seconds
         self._buckets: dict[str, TokenBucket] = {}
+        self._scale = 1.0
+
+    def scale(self, fraction: float) -> None:
+        """Allow ``fraction`` of the configured rates from now on (slots given out stand)."""
+        self._scale = max(MIN_SHARE, fraction)
+        for path, bucket in self._buckets.items():
+            bucket.rate = self.rates.get(path, self.rate) * self._scale
+            bucket.burst = max(1.0, bucket.rate * self._burst_seconds)
 
     def bucket(self, path: str) -> TokenBucket:
         """The bucket of ``path`` (created full on first use)."""
         found = self._buckets.get(path)
         if found is None:
-            rate = self.rates.get(path, self.rate)
+            rate = self.rates.get(path, self.rate) * self._scale
             burst = max(1.0, rate * self._burst_seconds)
             found = TokenBucket(rate=rate, burst=burst, ready_at=self._clock())
             self._buckets[path] = found

@@ -28,7 +28,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from attentive_router._delivery.defaults import DEFAULT_CONCURRENCY
 from attentive_router._delivery.health import Health, status_cause, transport_cause
-from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter
+from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter, Share
 from attentive_router._delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from attentive_router._queue.interface import (
     FINAL_STATES,
@@ -70,6 +70,8 @@ class SenderSettings:
         idle_wait: With nothing due (and more to come: ``run(forever=True)`` or input still
             being read), seconds before the sender looks at the queue again; None waits for
             ``notify`` (a watcher of the queue file then calls it).
+        share: The fraction of the rates this process may use, when it is one of several
+            workers sharing an API key (None: all of them).
     """
 
     base_url: str
@@ -83,6 +85,7 @@ class SenderSettings:
     grace: float = 5.0
     timeout: float = 10.0
     idle_wait: float | None = 1.0
+    share: Share | None = field(default=None, eq=False)
 
 
 @define
@@ -174,6 +177,8 @@ class Sender:
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.limiter = RateLimiter(clock, sleep, rate=settings.rate, rates=settings.rates)
+        if settings.share is not None:
+            settings.share.follow(self.limiter)
         self.stats = Stats()
         self.health = Health(settings.base_url)
         self.paused: Paused | None = None
