@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from attentive_router._delivery.sender import Stats
 from attentive_router._queue.group import CommitStats
 from attentive_router._queue.interface import State
+from attentive_router._queue.kafka.work import PartitionLag
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -46,6 +47,26 @@ class QueueSnapshot:
 
     counts: dict[State, int] | None
     oldest_queued_age: float | None
+
+
+@frozen
+class KafkaSnapshot:
+    """A destination's Kafka queue as this process sees it at scrape time.
+
+    Attributes:
+        reachable: Whether the brokers answered the last check.
+        partitions: The partitions a delivery worker holds (none for ``serve``).
+        oldest_unsettled_age: Seconds since the oldest event held and not settled was
+            received (a worker), else None.
+        duplicates: Events a worker dropped as already seen within the window.
+        worker: True for a delivery worker, False for an ingest node.
+    """
+
+    reachable: bool
+    partitions: tuple[PartitionLag, ...] = ()
+    oldest_unsettled_age: float | None = None
+    duplicates: int = 0
+    worker: bool = False
 
 
 _COMMIT_OUTCOMES = ("committed", "failed")
@@ -101,24 +122,34 @@ class Metrics:
             self.commit_requests.labels(destination).observe(requests)
             self.commit_events.labels(destination).observe(events)
 
-    def render(self, snapshots: dict[str, QueueSnapshot], paused: Collection[str] = ()) -> bytes:
+    def render(
+        self,
+        snapshots: dict[str, QueueSnapshot],
+        paused: Collection[str] = (),
+        kafka: dict[str, KafkaSnapshot] | None = None,
+    ) -> bytes:
         """The exposition text.
 
-        ``snapshots`` are the queues by destination, ``paused`` the destinations whose sending
-        is paused (their key refused).
+        ``snapshots`` are the queue files by destination, ``paused`` the destinations whose
+        sending is paused (their key refused), ``kafka`` the Kafka queues by destination.
         """
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(self, snapshots, paused))
+        registry.register(_Families(self, snapshots, paused, kafka or {}))
         return generate_latest(self.registry) + generate_latest(registry)
 
 
 class _Families(Collector):
     def __init__(
-        self, metrics: Metrics, snapshots: dict[str, QueueSnapshot], paused: Collection[str]
+        self,
+        metrics: Metrics,
+        snapshots: dict[str, QueueSnapshot],
+        paused: Collection[str],
+        kafka: dict[str, KafkaSnapshot],
     ) -> None:
         self.metrics = metrics
         self.snapshots = snapshots
         self.paused = paused
+        self.kafka = kafka
 
     def collect(self) -> Iterator[Metric]:
         ingest = self.metrics.ingest
@@ -166,6 +197,49 @@ class _Families(Collector):
         yield commits
         yield from self._outcomes()
         yield from self._queue()
+        if self.kafka:
+            yield from self._kafka()
+
+    def _kafka(self) -> Iterator[Metric]:
+        up = _family("kafka_up", "1 when the Kafka brokers answered the last check (every 5 s).")
+        assigned = _family(
+            "kafka_partitions_assigned", "Partitions of the events topic this worker holds."
+        )
+        lag = GaugeMetricFamily(
+            _P + "kafka_partition_lag",
+            "Events of a partition not yet settled by the consumer group (the broker's high "
+            "watermark minus the committed offset), by destination and partition.",
+            labels=["destination", "partition"],
+        )
+        held = GaugeMetricFamily(
+            _P + "kafka_partition_held",
+            "Events of a partition this worker holds unsettled (queued, waiting for a retry "
+            "or in flight), by destination and partition.",
+            labels=["destination", "partition"],
+        )
+        age = _family(
+            "kafka_oldest_unsettled_age_seconds",
+            "Age of the oldest event this worker holds unsettled (0 when none).",
+        )
+        duplicates = _family(
+            "kafka_duplicates",
+            "Events not delivered because their messageId was seen within the window.",
+            counter=True,
+        )
+        for name, snapshot in sorted(self.kafka.items()):
+            up.add_metric([name], float(snapshot.reachable))
+            if not snapshot.worker:
+                continue
+            assigned.add_metric([name], len(snapshot.partitions))
+            for partition in snapshot.partitions:
+                if partition.lag is not None:
+                    lag.add_metric([name, str(partition.partition)], partition.lag)
+                held.add_metric([name, str(partition.partition)], partition.held)
+            age.add_metric([name], snapshot.oldest_unsettled_age or 0.0)
+            duplicates.add_metric([name], snapshot.duplicates)
+        yield up
+        if any(snapshot.worker for snapshot in self.kafka.values()):
+            yield from (assigned, lag, held, age, duplicates)
 
     def _outcomes(self) -> Iterator[Metric]:
         outcomes = CounterMetricFamily(

@@ -62,7 +62,13 @@ from attentive_router._ingest.browser import (
     settings_document,
 )
 from attentive_router._ingest.logs import configure, log
-from attentive_router._ingest.metrics import CONTENT_TYPE, DestinationCounts, Metrics, QueueSnapshot
+from attentive_router._ingest.metrics import (
+    CONTENT_TYPE,
+    DestinationCounts,
+    KafkaSnapshot,
+    Metrics,
+    QueueSnapshot,
+)
 from attentive_router._ingest.parse import (
     MAX_BATCH_BYTES,
     MAX_EVENT_BYTES,
@@ -459,7 +465,12 @@ class Ingest:
             age = None if oldest is None else max(0.0, self.clock() - oldest)
             snapshots[delivery.name] = QueueSnapshot(counts, age)
         paused = {d.name for d in self.deliveries if d.paused is not None}
-        text = self.metrics.render(snapshots, paused)
+        kafka = {
+            d.name: KafkaSnapshot(d.intake.reachable)
+            for d in self.deliveries
+            if d.intake is not None
+        }
+        text = self.metrics.render(snapshots, paused, kafka)
         return Response(text, 200, media_type=CONTENT_TYPE)
 
     async def settings(self, request: Request) -> Response:

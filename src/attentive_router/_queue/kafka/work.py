@@ -66,6 +66,8 @@ DEFAULT_MAX_HELD = 10_000
 COMMIT_INTERVAL = 0.5
 """Seconds between offset commits while events settle."""
 FETCH_WAIT_MS = 200
+PING_EVERY = 5.0
+"""Seconds between two checks that the brokers answer."""
 WAIT = 20.0
 """Seconds a blocking call waits for the worker's loop (or the brokers) before giving up."""
 
@@ -172,11 +174,16 @@ class KafkaWork:
         self.foreign = 0
         """Events recorded for another destination (not delivered by this worker)."""
         self.share = 0.0
+        self.reachable = False
+        """Whether the brokers answered the last check (every ``PING_EVERY`` seconds)."""
+        self.problem: str | None = None
+        """Why they did not, or None."""
         self._runner = Runner("kafka-work")
         self._dead_letters = KafkaDeadLetters(settings, destination, self._runner)
         self._consumer: Any = None
         self._producer: Any = None
         self._fetching: asyncio.Task[None] | None = None
+        self._pinging: asyncio.Task[None] | None = None
         self._parts: dict[int, _Partition] = {}
         self._held: dict[int, _Held] = {}
         self._users: dict[bytes, deque[_Held]] = {}
@@ -222,7 +229,9 @@ class KafkaWork:
                 f"create the topics with `attentive-router kafka init --queue {self.settings.url}`"
             )
         self._consumer.subscribe([self.settings.events_topic], listener=_listener(self))
+        self.reachable = True
         self._fetching = asyncio.create_task(self._fetch_forever())
+        self._pinging = asyncio.create_task(self._ping_forever())
 
     def close(self) -> None:
         """Commit what is settled, leave the group (its partitions go to the others), stop."""
@@ -238,9 +247,10 @@ class KafkaWork:
         self._runner.stop()
 
     async def _stop(self) -> None:
-        if self._fetching is not None:
-            self._fetching.cancel()
-            await asyncio.gather(self._fetching, return_exceptions=True)
+        for task in (self._fetching, self._pinging):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._consumer is not None:
             await self._commit(force=True)
             await self._consumer.stop()
@@ -256,6 +266,24 @@ class KafkaWork:
             raise QueueError(f"Kafka at {','.join(self.settings.bootstrap)}: {error}") from error
 
     # -- reading the partitions --------------------------------------------------------------
+
+    async def _ping_forever(self) -> None:
+        from aiokafka.errors import KafkaError  # noqa: PLC0415 - Kafka only
+
+        while True:
+            await asyncio.sleep(PING_EVERY)
+            try:
+                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), PING_EVERY / 2)
+            except (KafkaError, TimeoutError, OSError) as error:
+                if self.reachable:
+                    self.note(logging.WARNING, "Kafka does not answer", {"error": str(error)})
+                self.reachable = False
+                self.problem = f"no broker answered: {error or type(error).__name__}"
+            else:
+                if not self.reachable:
+                    self.note(logging.INFO, "Kafka answers again", {})
+                self.reachable = True
+                self.problem = None
 
     async def _fetch_forever(self) -> None:
         from aiokafka.errors import KafkaError  # noqa: PLC0415 - Kafka only
