@@ -138,7 +138,7 @@ BAD_MESSAGES = [
     '  destinations.shop.filter.deny_events: expected a list, got "Debug *"',
     '  destinations.shop.consent.missing: expected one of "send", "skip", got "maybe"',
     "  destinations.shop.rate_limt: unknown key (did you mean rate_limit?)",
-    "  typo_at_top: unknown key (known: queue, serve, sources, destinations)",
+    "  typo_at_top: unknown key (known: queue, serve, sources, destinations, kafka)",
 ]
 
 

@@ -1,6 +1,7 @@
 """The configuration file: its format, reading it, and every error in it at once.
 
-A TOML file (read with ``tomllib``) names the queue, the ``serve`` options, the sources (write
+A TOML file (read with ``tomllib``) names the queue (a file, or a Kafka queue with the
+``[kafka]`` table's connection settings), the ``serve`` options, the sources (write
 keys, each routed to one destination) and the destinations (Attentive accounts: where their
 key is, their limits, retries and mapping options). It is parsed into the attrs classes below
 with cattrs; every leaf value has a hook that says what it expected, so that a file with
@@ -28,6 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal, NewType, get_args, get_origin
 import attrs
 from attrs import field, frozen
 
+from attentive_router._cli.queue_address import QueueAddress, parse_queue, queue_identity
+from attentive_router._queue.kafka.settings import (
+    KafkaSettings,
+    SaslMechanism,
+    SecurityProtocol,
+)
 from attentive_router._transform.generated.event_names import MAPPED_EVENT_NAMES
 from attentive_router._transform.options import Config
 from attentive_router._transform.options import EventFilter as TransformFilter
@@ -65,9 +72,38 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 @frozen
 class QueueSection:
-    """``[queue]``: the queue file (relative paths are read from the file's folder)."""
+    """``[queue]``: the queue file (read from the file's folder when relative), or kafka://."""
 
-    path: Path | None = None
+    path: Path | KafkaSettings | None = None
+
+
+@frozen
+class KafkaSection:
+    """``[kafka]``: how to connect to every Kafka queue of the file, and its topics' sizes.
+
+    The SASL password is never written here: ``sasl_password_env`` names the variable that
+    holds it.
+    """
+
+    security_protocol: SecurityProtocol | None = None
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: Text | None = None
+    sasl_password_env: EnvName | None = None
+    ssl_cafile: Path | None = None
+    partitions: Count | None = None
+    replication_factor: Count | None = None
+
+    def options(self) -> dict[str, object]:
+        """The keyword arguments of ``KafkaSettings.with_security`` (None: not in the file)."""
+        return {
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password_env": self.sasl_password_env,
+            "ssl_cafile": None if self.ssl_cafile is None else str(self.ssl_cafile),
+            "partitions": self.partitions,
+            "replication_factor": self.replication_factor,
+        }
 
 
 @frozen
@@ -126,7 +162,7 @@ class Destination:
     token_file: Path | None = None
     base_url: Url | None = None
     timeout: Positive | None = None
-    queue: Path | None = None
+    queue: Path | KafkaSettings | None = None
     concurrency: Count | None = None
     rate_limit: Positive | None = None
     identity_rate_limit: Positive | None = None
@@ -150,6 +186,7 @@ class FileConfig:
     serve: ServeSection = ServeSection()
     sources: dict[str, Source] = field(factory=dict)
     destinations: dict[str, Destination] = field(factory=dict)
+    kafka: KafkaSection = KafkaSection()
 
 
 @frozen
@@ -159,9 +196,32 @@ class LoadedConfig:
     path: Path
     file: FileConfig
 
-    def destination_queue(self, name: str) -> Path | None:
-        """The queue file of destination ``name``: its own, else ``[queue] path``."""
-        return self.file.destinations[name].queue or self.file.queue.path
+    def destination_queue(self, name: str | None) -> QueueAddress | None:
+        """The queue of destination ``name`` (None: none chosen): its own, else ``[queue] path``.
+
+        A Kafka queue comes with the ``[kafka]`` table's settings.
+        """
+        own = None if name is None else self.file.destinations[name].queue
+        return self.with_kafka(own or self.file.queue.path)
+
+    def with_kafka(self, queue: QueueAddress | None) -> QueueAddress | None:
+        """``queue`` with the ``[kafka]`` table's settings when it is a Kafka queue."""
+        if isinstance(queue, KafkaSettings):
+            return queue.with_security(**self.file.kafka.options())
+        return queue
+
+    def kafka_queues(self) -> list[KafkaSettings]:
+        """Every Kafka queue the file names (each once), with the ``[kafka]`` table's settings."""
+        found: dict[object, KafkaSettings] = {}
+        for queue in (
+            self.file.queue.path,
+            *(d.queue for d in self.file.destinations.values()),
+        ):
+            if isinstance(queue, KafkaSettings):
+                found.setdefault(
+                    queue_identity(queue), queue.with_security(**self.file.kafka.options())
+                )
+        return list(found.values())
 
 
 class ConfigError(Exception):
@@ -315,6 +375,11 @@ def _path(value: object, _: object) -> Path:
     return Path(_text(value, _))
 
 
+def _queue(value: object, _: object) -> QueueAddress:
+    """A queue file, or a ``kafka://`` address (``KafkaUrlError``, a ValueError, says why)."""
+    return parse_queue(_text(value, _))
+
+
 def _literal(type_: Any) -> Callable[[object, object], str]:
     choices = get_args(type_)
     expected = "one of " + ", ".join(shown(choice) for choice in choices)
@@ -358,6 +423,7 @@ def _converter() -> Converter:
     for type_, hook in hooks.items():
         converter.register_structure_hook(type_, hook)
     converter.register_structure_hook_factory(lambda t: _origin(t) is Literal, _literal)
+    converter.register_structure_hook_factory(lambda t: t == _QUEUE_FIELD, lambda _: _queue)
 
     def table(cl: Any) -> Callable[[object, object], object]:
         generated = make_dict_structure_fn(cl, converter, _cattrs_forbid_extra_keys=True)
@@ -418,6 +484,7 @@ def _converter() -> Converter:
 
 
 _NAMED = (Source, Destination, EnvName)
+_QUEUE_FIELD = Path | KafkaSettings | None
 
 
 # --- the messages ----------------------------------------------------------------------------
@@ -497,17 +564,36 @@ def _cross_checks(config: FileConfig) -> Iterator[tuple[str, str]]:
             yield f"{where}.consent.category", "missing: the consent category to look for"
     if len(config.destinations) > 1:
         yield from _shared_queues(config)
+    yield from _kafka_checks(config.kafka)
+
+
+def _kafka_checks(section: KafkaSection) -> Iterator[tuple[str, str]]:
+    """Mistakes in ``[kafka]`` that the file alone shows (its variable and its CA file aside)."""
+    options = {**section.options(), "ssl_cafile": None}
+    placeholder = KafkaSettings(bootstrap=("localhost:9092",), prefix="check")
+    settings = placeholder.with_security(**options)
+    # The password's variable is looked at where the queue is used, as API keys are.
+    environ = {str(section.sasl_password_env): "set"} if section.sasl_password_env else {}
+    for problem in settings.problems(environ):
+        yield "kafka", problem
 
 
 def _shared_queues(config: FileConfig) -> Iterator[tuple[str, str]]:
     """Several destinations on one queue: the delivery of one would send the other's events."""
-    by_queue: dict[Path | None, list[str]] = {}
+    by_queue: dict[object, list[str]] = {}
+    shown_as: dict[object, str] = {}
     for name, destination in config.destinations.items():
-        by_queue.setdefault(destination.queue or config.queue.path, []).append(name)
-    for queue, sharing in by_queue.items():
+        queue = destination.queue or config.queue.path
+        identity = queue_identity(queue)
+        by_queue.setdefault(identity, []).append(name)
+        if queue is not None:
+            shown_as.setdefault(
+                identity, queue.url if isinstance(queue, KafkaSettings) else str(queue)
+            )
+    for identity, sharing in by_queue.items():
         if len(sharing) > 1:
             where = ", ".join(f"destinations.{name}.queue" for name in sharing)
-            what = "the default queue" if queue is None else f"the queue {queue}"
+            what = "the default queue" if identity is None else f"the queue {shown_as[identity]}"
             yield (
                 where,
                 (
@@ -550,8 +636,13 @@ def load(path: Path) -> LoadedConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(path, [f"not valid TOML: {error}"]) from None
-    config = parse(data, path)
-    return LoadedConfig(path, _anchored(config, path.parent))
+    config = _anchored(parse(data, path), path.parent)
+    cafile = config.kafka.ssl_cafile
+    if cafile is not None and not cafile.is_file():
+        raise ConfigError(
+            path, [f"kafka.ssl_cafile: {cafile} is not a readable file (the brokers' CA bundle)"]
+        )
+    return LoadedConfig(path, config)
 
 
 def _anchored(config: FileConfig, folder: Path) -> FileConfig:
@@ -561,9 +652,15 @@ def _anchored(config: FileConfig, folder: Path) -> FileConfig:
     def keep(path: Path | None, anchored: Path | None) -> Path | None:
         return anchored if anchored is not None else path
 
+    def queue(queue: QueueAddress | None) -> QueueAddress | None:
+        return queue if isinstance(queue, KafkaSettings) else keep(queue, anchor(queue))
+
     return attrs.evolve(
         config,
-        queue=QueueSection(keep(config.queue.path, anchor(config.queue.path))),
+        queue=QueueSection(queue(config.queue.path)),
+        kafka=attrs.evolve(
+            config.kafka, ssl_cafile=keep(config.kafka.ssl_cafile, anchor(config.kafka.ssl_cafile))
+        ),
         serve=attrs.evolve(
             config.serve,
             analytics_js=keep(config.serve.analytics_js, anchor(config.serve.analytics_js)),
@@ -571,7 +668,7 @@ def _anchored(config: FileConfig, folder: Path) -> FileConfig:
         destinations={
             name: attrs.evolve(
                 d,
-                queue=keep(d.queue, anchor(d.queue)),
+                queue=queue(d.queue),
                 token_file=keep(d.token_file, anchor(d.token_file)),
             )
             for name, d in config.destinations.items()

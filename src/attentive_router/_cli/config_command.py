@@ -34,6 +34,19 @@ EXAMPLE = f"""\
 [queue]
 # Events wait here on disk until Attentive has them (a destination may have its own).
 path = "attentive-router.db"
+# Or a Kafka queue, shared by several serve and deliver --follow processes (create its
+# topics with `attentive-router kafka init --config FILE`):
+# path = "kafka://broker-1:9092,broker-2:9092/shop"
+
+# How to connect to the Kafka queues of this file (only with a kafka:// queue).
+# [kafka]
+# security_protocol = "SASL_SSL"      # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+# sasl_mechanism = "SCRAM-SHA-512"    # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+# sasl_username = "attentive-router"
+# sasl_password_env = "KAFKA_PASSWORD"  # the variable that holds the password
+# ssl_cafile = "kafka-ca.pem"         # default: the system's CA certificates
+# partitions = 12                     # of PREFIX.events, made by kafka init
+# replication_factor = 3              # 1 on a single broker
 
 [serve]
 host = "127.0.0.1"         # 0.0.0.0 to listen on every interface

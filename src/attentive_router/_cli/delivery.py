@@ -10,10 +10,10 @@ import contextlib
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 from attrs import frozen
@@ -26,11 +26,13 @@ from attentive_router._cli.follow import (
     run_follow,
 )
 from attentive_router._cli.numbers import at_least_one, non_negative, positive
+from attentive_router._cli.queue_address import queue_argument, queue_text, quiet_client_logs
 from attentive_router._delivery.defaults import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 from attentive_router._delivery.progress import Progress, progress_wanted
 from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, IDENTITY_PATH
 from attentive_router._delivery.retry import RetryPolicy
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW, QueueError, State
+from attentive_router._queue.kafka.settings import KafkaSettings
 from attentive_router._transform.options import Config
 
 # The HTTP clients, the sender and SQLite are imported by the commands that use them: every
@@ -76,6 +78,11 @@ examples:
   attentive-router dead-letters show 42           # or a messageId
   attentive-router dead-letters replay 42 evt-1 && attentive-router deliver
   attentive-router dead-letters replay --all
+  attentive-router dead-letters list --queue kafka://broker-1:9092,broker-2:9092/shop
+
+On a Kafka queue, the dead letters are the records of the topic PREFIX.dead-letters (an id is
+a record's offset there); a replay writes the events back to PREFIX.events, where the delivery
+workers (deliver --follow) send them, and removes them from the dead letters.
 
 exit status:
   0  done; replay: every event named is queued again (now, or by an earlier replay)
@@ -119,12 +126,15 @@ def config_file_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _queue_option(parser: argparse.ArgumentParser) -> None:
+    # The default is text, read by ``type`` like a flag's: a bad kafka:// address in the
+    # variable is a usage error too.
     parser.add_argument(
         "--queue",
-        type=Path,
-        default=Path(os.environ.get(QUEUE_ENV, DEFAULT_QUEUE)),
-        metavar="PATH",
-        help=f"the queue file (default: ${QUEUE_ENV} or ./{DEFAULT_QUEUE})",
+        type=queue_argument,
+        default=os.environ.get(QUEUE_ENV, DEFAULT_QUEUE),
+        metavar="PATH|URL",
+        help="the queue: a file, or a Kafka queue kafka://HOST:PORT[,HOST:PORT...]/PREFIX "
+        f"(default: ${QUEUE_ENV} or ./{DEFAULT_QUEUE})",
     )
 
 
@@ -342,8 +352,8 @@ def follow_up(args: argparse.Namespace, config: Config) -> FollowUp:
     def differs(dest: str, default: object) -> bool:
         return getattr(args, dest) != default if given is None else dest in given
 
-    queue = ["--queue", str(args.queue)] if differs("queue", Path(DEFAULT_QUEUE)) else []
-    own_queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", str(args.queue)]
+    queue = ["--queue", queue_text(args.queue)] if differs("queue", Path(DEFAULT_QUEUE)) else []
+    own_queue = [] if args.queue == Path(DEFAULT_QUEUE) else ["--queue", queue_text(args.queue)]
     target = ["--base-url", args.base_url] if differs("base_url", DEFAULT_BASE_URL) else []
     if args.token_file is not None and not args.token and (given is None or "token_file" in given):
         target += ["--token-file", str(args.token_file)]
@@ -410,9 +420,10 @@ def run_delivery(
     if problem is not None:
         print(f"{PROG} {args.command}: {problem}", file=stderr)
         return 2
-    each = getattr(args, "each_destination", [])
-    if each:
-        return _deliver_each(args, each, stderr)
+    if getattr(args, "each_destination", []):
+        return _deliver_each(args, args.each_destination, stderr)
+    if isinstance(args.queue, KafkaSettings):
+        return _on_kafka(args, config, stderr)
     if args.command != "send" and _missing_queue(args.queue, stderr):
         return 2
     key_source = _key_source(args, stderr)
@@ -469,6 +480,54 @@ def run_delivery(
     return run.exit_status
 
 
+KAFKA_INSTEAD = {
+    "send": "send queues a file and delivers it in one process; on a Kafka queue, "
+    "`attentive-router serve` takes the events in and `attentive-router deliver --follow` "
+    "workers deliver them (post the events to serve, or send the file with a queue file: "
+    "--queue PATH)",
+    "deliver": "a Kafka queue has no end to deliver up to: run `attentive-router deliver "
+    "--follow` workers (as many as the events topic has partitions), which deliver what it "
+    "holds and what comes next",
+    "events": "a Kafka queue keeps no record of each event beyond its dead letters: see the "
+    "delivery workers' logs and serve's /metrics, or `attentive-router dead-letters list` "
+    "with the same --queue",
+}
+"""What to use instead of each command that does not work on a Kafka queue."""
+
+
+def refuse_kafka(command: str, queue: KafkaSettings, stderr: IO[str]) -> int:
+    """Say that ``command`` does not work on the Kafka ``queue``, and what to use; return 2."""
+    name = "deliver without --follow" if command == "deliver" else command
+    name = "events list" if command == "events" else name
+    print(
+        f"{PROG} {command}: {name} does not work on a Kafka queue ({queue.url}): "
+        f"{KAFKA_INSTEAD[command]}",
+        file=stderr,
+    )
+    return 2
+
+
+def _on_kafka(args: argparse.Namespace, config: Config, stderr: IO[str]) -> int:
+    """``send`` or ``deliver`` on a Kafka queue: only ``deliver --follow`` works there."""
+    if args.command == "send" or not getattr(args, "follow", False):
+        return refuse_kafka(args.command, args.queue, stderr)
+    from attentive_router._cli.kafka_follow import run_kafka_follow  # noqa: PLC0415
+
+    # Resolved as for a queue file: the destination, the API key, the sender's settings.
+    key_source = _key_source(args, stderr)
+    if key_source is None:
+        return 2
+    return run_kafka_follow(
+        args,
+        args.queue,
+        destination=_destination_name(args) or "default",
+        sender=_settings(args, key_source.token, config),
+        key_source=key_source,
+        hints=follow_up(args, config),
+        stderr=stderr,
+    )
+
+
 def _destination_name(args: argparse.Namespace) -> str | None:
     """The destination of the configuration file the command works for, if any."""
     in_use = getattr(args, "config_in_use", None)
@@ -520,6 +579,18 @@ def _deliver_each(
     from attentive_router._queue.sqlite import SQLiteQueue  # noqa: PLC0415
 
     follow = getattr(args, "follow", False)
+    on_kafka = [name for name, resolved, _ in each if isinstance(resolved.queue, KafkaSettings)]
+    if on_kafka and not follow:
+        queue = next(r.queue for name, r, _ in each if name == on_kafka[0])
+        return refuse_kafka(args.command, queue, stderr)
+    if on_kafka:
+        print(
+            f"{PROG} deliver --follow: {', '.join(on_kafka)} of {len(each)} destinations use a "
+            "Kafka queue: run the workers of one destination at a time "
+            "(deliver --follow --destination NAME)",
+            file=stderr,
+        )
+        return 2
     opened: list[_Opened] = []
     try:
         with contextlib.ExitStack() as stack:
@@ -695,9 +766,38 @@ def _open_existing_queue(path: Path, stderr: IO[str]) -> SQLiteQueue | None:
         return None
 
 
+class DeadLetterStore(Protocol):
+    """Where ``dead-letters`` reads and replays: a SQLite queue, or a Kafka queue's topic."""
+
+    def records(self, state: State | None = None, limit: int = 100, after: int = 0) -> list[Record]:
+        """Events (dead letters) in id order."""
+
+    def record(self, id_or_key: int | str) -> Record | None:
+        """One event by id or messageId."""
+
+    def replay(self, ids: Iterable[int] | None, now: float) -> int:
+        """Queue dead letters again; return how many."""
+
+    def counts(self) -> dict[State, int]:
+        """The number of events in each state."""
+
+    def close(self) -> None:
+        """Let go of the queue."""
+
+
+def _open_dead_letters(args: argparse.Namespace, stderr: IO[str]) -> DeadLetterStore | None:
+    """The dead letters of ``--queue``; None (said why) when the queue cannot be opened."""
+    if isinstance(args.queue, KafkaSettings):
+        from attentive_router._queue.kafka.dead_letters import KafkaDeadLetters  # noqa: PLC0415
+
+        quiet_client_logs()
+        return KafkaDeadLetters(args.queue, destination=_destination_name(args) or "default")
+    return _open_existing_queue(args.queue, stderr)
+
+
 def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
-    """``dead-letters list|show|replay``."""
-    queue = _open_existing_queue(args.queue, stderr)
+    """``dead-letters list|show|replay`` (of a SQLite queue, or of a Kafka queue's topic)."""
+    queue = _open_dead_letters(args, stderr)
     if queue is None:
         return 2
     try:
@@ -706,7 +806,7 @@ def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str])
         if args.action == "show":
             record = _find(queue, args.which)
             if record is None:
-                print(f"{PROG}: no event {args.which!r} in {args.queue}", file=stderr)
+                print(f"{PROG}: no event {args.which!r} in {queue_text(args.queue)}", file=stderr)
                 return 1
             stdout.write(orjson.dumps(_record_json(record), option=orjson.OPT_INDENT_2).decode())
             stdout.write("\n")
@@ -719,33 +819,41 @@ def run_dead_letters(args: argparse.Namespace, stdout: IO[str], stderr: IO[str])
         queue.close()
 
 
-def _find(queue: SQLiteQueue, which: str) -> Record | None:
+def _find(queue: DeadLetterStore, which: str) -> Record | None:
     """The event ``which`` names: an id, else (or when no event has that id) a messageId."""
     record = queue.record(int(which)) if which.isdigit() else None
     return queue.record(which) if record is None else record
 
 
-def _replay(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+def _replay(
+    queue: DeadLetterStore, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]
+) -> int:
     if args.all == bool(args.which):
         print(f"{PROG}: name the dead letters to replay, or pass --all (not both)", file=stderr)
         return 2
     now = time.time()
+    where = queue_text(args.queue)
+    # A Kafka queue's replay writes the events back to its events topic, where the workers
+    # (deliver --follow) that run all the time find them; a file's waits for `deliver`.
+    tail = "; run `attentive-router deliver`"
+    if isinstance(args.queue, KafkaSettings):
+        tail = (
+            f" (written back to {args.queue.events_topic}): the delivery workers "
+            "(deliver --follow) send them"
+        )
     if args.all:
         count = queue.replay(None, now)
         if count:
-            print(
-                f"{count:,} dead letter(s) queued again; run `attentive-router deliver`",
-                file=stdout,
-            )
+            print(f"{count:,} dead letter(s) queued again{tail}", file=stdout)
         else:
-            print(f"0 dead letter(s) queued again: there are none in {args.queue}", file=stdout)
+            print(f"0 dead letter(s) queued again: there are none in {where}", file=stdout)
         return 0
     count, status = 0, 0
     replayed: set[int] = set()
     for which in args.which:
         record = _find(queue, which)
         if record is None:
-            print(f"{PROG}: {which}: not replayed: no such event in {args.queue}", file=stderr)
+            print(f"{PROG}: {which}: not replayed: no such event in {where}", file=stderr)
             status = 1
             continue
         name = f"{which} (id {record.id})" if which != str(record.id) else which
@@ -768,8 +876,7 @@ def _replay(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stder
                 file=stderr,
             )
             status = 1
-    tail = "; run `attentive-router deliver`" if count else ""
-    print(f"{count:,} dead letter(s) queued again{tail}", file=stdout)
+    print(f"{count:,} dead letter(s) queued again{tail if count else ''}", file=stdout)
     return status
 
 
@@ -784,7 +891,9 @@ def _replayed_before(record: Record) -> bool:
     )
 
 
-def _list(queue: SQLiteQueue, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
+def _list(
+    queue: DeadLetterStore, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]
+) -> int:
     records = queue.records(State.DEAD, limit=args.limit)
     more = queue.counts().get(State.DEAD, 0) - len(records) if len(records) == args.limit else 0
     if more > 0:

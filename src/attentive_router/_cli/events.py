@@ -18,9 +18,11 @@ from attentive_router._cli.delivery import (
     _open_existing_queue,
     _queue_option,
     config_file_options,
+    refuse_kafka,
 )
 from attentive_router._cli.numbers import at_least_one
 from attentive_router._queue.interface import QueueError, Record, State
+from attentive_router._queue.kafka.settings import KafkaSettings
 
 if TYPE_CHECKING:
     from attentive_router._queue.sqlite import SQLiteQueue
@@ -171,7 +173,9 @@ def event_json(record: Record) -> dict[str, Any]:
 
 
 def run_events(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> int:
-    """``events list``."""
+    """``events list`` (of a queue file: a Kafka queue keeps no record of each event)."""
+    if isinstance(args.queue, KafkaSettings):
+        return refuse_kafka("events", args.queue, stderr)
     queue = _open_existing_queue(args.queue, stderr)
     if queue is None:
         return 2

@@ -27,6 +27,7 @@ from attentive_router._cli.delivery import (
     run_delivery,
 )
 from attentive_router._cli.events import add_events_parser, run_events
+from attentive_router._cli.kafka_command import add_kafka_parser, run_kafka
 from attentive_router._cli.numbers import port
 from attentive_router._cli.serve import add_serve_parser, run_serve_command
 from attentive_router._cli.streams import guarded, silence
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_events_parser(commands)
     add_serve_parser(commands, _config_options)
     add_config_parser(commands, _config_options)
+    add_kafka_parser(commands)
     commands.add_parser(
         "demo",
         help="send the bundled sample events to a local sandbox and show what arrived",
@@ -428,6 +430,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return transform(args, sys.stdin.buffer, sys.stdout.buffer, sys.stderr, given)
     if args.command == "config":
         return run_config(args, given, sys.stdout, sys.stderr)
+    if args.command == "kafka":
+        return run_kafka(args, sys.stdout, sys.stderr)
     if args.command in {"send", "deliver"}:
         resolved = _resolved(args, given, sys.stderr)
         if resolved is None:

@@ -18,14 +18,18 @@ from typing import Any, Literal
 from attrs import evolve, field, frozen
 
 from attentive_router._cli.config import (
+    ConfigError,
     Destination,
+    KafkaSection,
     LoadedConfig,
     Source,
     load,
     transform_config,
 )
 from attentive_router._cli.delivery import CONFIG_ENV, QUEUE_ENV, TOKEN_ENV
+from attentive_router._cli.queue_address import parse_queue
 from attentive_router._cli.serve import CORS_ENV, WEBHOOK_SECRETS_ENV, WRITE_KEYS_ENV
+from attentive_router._queue.kafka.settings import KafkaSettings, KafkaUrlError
 from attentive_router._transform.options import Config
 
 Section = Literal["destination", "serve"]
@@ -84,7 +88,7 @@ SERVE_OPTIONS = (
     Option("log_level", "--log-level", "serve", "log_level"),
     Option("log_format", "--log-format", "serve", "log_format"),
 )
-QUEUE_OPTION = Option("queue", "--queue", "destination", "queue", QUEUE_ENV, Path)
+QUEUE_OPTION = Option("queue", "--queue", "destination", "queue", QUEUE_ENV, parse_queue)
 MASK = "********"
 
 
@@ -260,12 +264,18 @@ def _destination_rows(
     rows: list[Row] = []
     problems: list[str] = []
     if hasattr(args, "queue"):
-        in_file = None if loaded is None or name is None else loaded.destination_queue(name)
-        if in_file is None and loaded is not None:
-            in_file = loaded.file.queue.path
-        value, origin = _pick(args, given, QUEUE_OPTION, in_file, environ)
+        in_file = None if loaded is None else loaded.destination_queue(name)
+        try:
+            value, origin = _pick(args, given, QUEUE_OPTION, in_file, environ)
+        except KafkaUrlError as error:
+            raise ConfigError(f"${QUEUE_ENV}", [str(error)]) from None
+        if isinstance(value, KafkaSettings) and loaded is not None:
+            value = loaded.with_kafka(value)  # the file's [kafka] table, for --queue too
+        if isinstance(value, KafkaSettings):
+            problems += [f"kafka: {problem}" for problem in value.problems(dict(environ))]
         values["queue"] = value
-        rows.append(Row(f"{where}.queue", str(value), origin))
+        shown = value.url if isinstance(value, KafkaSettings) else str(value)
+        rows.append(Row(f"{where}.queue", shown, origin))
     if hasattr(args, "token"):
         needed = problems if not getattr(args, "no_deliver", False) else []
         rows.append(_token_row(args, given, destination, where, environ, needed))
@@ -327,6 +337,32 @@ def _token_row(  # noqa: PLR0913, PLR0917 - the pieces of one decision
         )
         return Row(key, "(not set)", f"env ${destination.token_env}")
     return Row(key, "(none)", f"none: set token_env, token_file, ${TOKEN_ENV} or --token")
+
+
+def kafka_rows(loaded: LoadedConfig, environ: Mapping[str, str]) -> list[Row]:
+    """The ``[kafka]`` table's values with their origin, when the file has a Kafka queue or it.
+
+    The password is never shown: only whether its variable is set.
+    """
+    section = loaded.file.kafka
+    if section == KafkaSection() and not loaded.kafka_queues():
+        return []
+    defaults = KafkaSettings(bootstrap=(), prefix="")
+    rows = []
+    for key, value in section.options().items():
+        if key == "sasl_password_env":
+            continue
+        if value is None:
+            rows.append(Row(f"kafka.{key}", getattr(defaults, key), "default"))
+        else:
+            rows.append(Row(f"kafka.{key}", value, "file"))
+    env = section.sasl_password_env
+    if env is None:
+        rows.insert(3, Row("kafka.sasl_password_env", None, "default"))
+    else:
+        shown = MASK if environ.get(env, "") else "(not set)"
+        rows.insert(3, Row("kafka.sasl_password_env", shown, f"env ${env}"))
+    return rows
 
 
 def _serve_rows(
@@ -479,10 +515,12 @@ def resolve(
         if secrets is not None:
             args.webhook_secret = secrets
     rows += destination_rows
+    if loaded is not None:
+        rows += kafka_rows(loaded, environ)
     warnings: list[str] = []
     each: list[tuple[str, argparse.Namespace, Config]] = []
     if loaded is not None:
-        problems += [f"{loaded.path}: {problem}" for problem in found]
+        problems += [f"{loaded.path}: {problem}" for problem in dict.fromkeys(found)]
         args.config_in_use = (loaded.path, chosen[0] if len(chosen) == 1 else None, given)
         if hasattr(args, "token"):
             warning = global_token_warning(loaded, chosen, environ)

@@ -169,8 +169,8 @@ def dead_letter_value(record: Record) -> bytes:
     )
 
 
-def read_dead_letter(number: int, value: bytes) -> Record:
-    """A dead-letter record's value as a ``Record`` with the id given (its offset, plus one).
+def read_dead_letter(record_id: int, value: bytes) -> Record:
+    """A dead-letter record's value as a ``Record`` with the id ``record_id``.
 
     Raises:
         UnreadableRecordError: The value is not a dead letter written by this project.
@@ -180,7 +180,7 @@ def read_dead_letter(number: int, value: bytes) -> Record:
         event = data["event"]
         request = data.get("request")
         return Record(
-            id=number,
+            id=record_id,
             key=str(data["key"]),
             source=str(data["source"]),
             user=str(data["user"]),

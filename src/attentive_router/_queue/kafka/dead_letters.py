@@ -3,7 +3,8 @@
 A dead letter is a record keyed by the event record it came from (``PARTITION:OFFSET`` of the
 events topic); a replay writes the event back to the events topic, then a tombstone (no value)
 under the same key, so a later reading no longer lists it. The topic has one partition; a dead
-letter's id is its offset there plus one (ids start at 1, as in a SQLite queue).
+letter's id is its offset there plus one: ids start at 1, as a queue file's do (and as
+``records(after=0)`` expects).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class KafkaDeadLetters:
         return [record for record in found if record.id > after][:limit]
 
     def record(self, id_or_key: int | str) -> Record | None:
-        """One dead letter by id (its offset) or by ``messageId``."""
+        """One dead letter by id (its offset plus one) or by ``messageId``."""
         for record in self._letters().values():
             if id_or_key in (record.id, record.key):
                 return record

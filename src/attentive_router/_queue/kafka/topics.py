@@ -69,7 +69,10 @@ async def ensure_topics(
                 name, code, message = error[0], error[1], error[2] if len(error) > 2 else ""
                 if code not in {0, TOPIC_EXISTS}:
                     raise QueueError(f"the broker would not create {name}: error {code} {message}")
-        described = await admin.describe_topics(list(wanted))
+        # Only the topics that are there: asking a broker about a missing topic may create it
+        # (auto.create.topics.enable), which a check must not do.
+        there = [name for name in wanted if name in existing or (create and name in missing)]
+        described = await admin.describe_topics(there) if there else []
         partitions = {
             item["topic"]: len(item["partitions"]) for item in described if not item["error_code"]
         }
