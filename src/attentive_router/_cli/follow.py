@@ -8,7 +8,10 @@ from typing import IO, TYPE_CHECKING
 
 from attrs import evolve, frozen
 
-from attentive_router._cli.numbers import non_negative, positive
+from attentive_router._cli.numbers import at_least_one, non_negative, port, positive
+from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
+from attentive_router._queue.kafka.settings import KafkaSettings
+from attentive_router._queue.kafka.work import DEFAULT_MAX_HELD
 
 if TYPE_CHECKING:
     from attentive_router._delivery.job import FollowUp, Run
@@ -75,6 +78,57 @@ def add_follow_options(parser: argparse.ArgumentParser) -> None:
         "often (GET /v1/me) and resume once it is accepted; SIGHUP re-reads --token-file and "
         f"checks at once (> 0; default: {DEFAULT_KEY_RETRY:g})",
     )
+    workers = parser.add_argument_group("delivery workers (--follow on a kafka:// queue)")
+    workers.add_argument(
+        "--listen",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="answer GET /healthz and GET /metrics there (partitions held, their lag, the "
+        "oldest unsettled event's age, the brokers answering, delivery counts); port 0 picks "
+        "a free one, said on stderr",
+    )
+    workers.add_argument(
+        "--dedupe-window",
+        type=non_negative,
+        metavar="HOURS",
+        help="an event whose messageId the group saw this recently is not delivered again "
+        f"(>= 0; default: {DEFAULT_DEDUPE_WINDOW / 3600:g})",
+    )
+    workers.add_argument(
+        "--max-held",
+        type=at_least_one,
+        metavar="N",
+        help="events a worker holds before it stops fetching until delivery catches up "
+        f"(default: {DEFAULT_MAX_HELD:,})",
+    )
+
+
+KAFKA_ONLY = (
+    ("--listen", "listen"),
+    ("--dedupe-window", "dedupe_window"),
+    ("--max-held", "max_held"),
+)
+"""The options of delivery workers, which only a Kafka queue has."""
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) for ``--listen``."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{value!r}: give HOST:PORT, e.g. 127.0.0.1:9464")
+    return host, port(port_text)
+
+
+def kafka_only_options(args: argparse.Namespace) -> str | None:
+    """Why delivery-worker options cannot be used with a queue file, or None."""
+    given = [flag for flag, dest in KAFKA_ONLY if getattr(args, dest, None) is not None]
+    if not given:
+        return None
+    return (
+        f"{' and '.join(given)} only apply to delivery workers of a Kafka queue "
+        "(--queue kafka://HOST:PORT/PREFIX)"
+    )
 
 
 def follow_usage_error(args: argparse.Namespace) -> str | None:
@@ -82,6 +136,8 @@ def follow_usage_error(args: argparse.Namespace) -> str | None:
     if getattr(args, "follow", False):
         if args.progress == "always":
             return "--progress always does not apply to --follow, which prints lines instead"
+        if not isinstance(getattr(args, "queue", None), KafkaSettings):
+            return kafka_only_options(args)
         return None
     given = [
         option
@@ -89,6 +145,7 @@ def follow_usage_error(args: argparse.Namespace) -> str | None:
             ("--poll-interval", "poll_interval"),
             ("--grace", "grace"),
             ("--key-retry-interval", "key_retry_interval"),
+            *KAFKA_ONLY,
         )
         if getattr(args, value, None) is not None
     ]

@@ -277,7 +277,11 @@ def _destination_rows(
         shown = value.url if isinstance(value, KafkaSettings) else str(value)
         rows.append(Row(f"{where}.queue", shown, origin))
     if hasattr(args, "token"):
-        needed = problems if not getattr(args, "no_deliver", False) else []
+        # serve on a Kafka queue only ingests: its delivery workers need the key, it does not.
+        ingest_only = getattr(args, "no_deliver", False) or (
+            args.command == "serve" and isinstance(values.get("queue"), KafkaSettings)
+        )
+        needed = problems if not ingest_only else []
         rows.append(_token_row(args, given, destination, where, environ, needed))
     mapping: dict[str, object] = {}
     for option in DESTINATION_OPTIONS:

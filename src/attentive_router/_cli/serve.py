@@ -22,6 +22,7 @@ from attentive_router._cli.delivery import (
 )
 from attentive_router._cli.numbers import non_negative, port, positive
 from attentive_router._queue.interface import COMMIT_MODES, DEFAULT_DEDUPE_WINDOW
+from attentive_router._queue.kafka.settings import KafkaSettings
 from attentive_router._transform.options import Config
 
 if TYPE_CHECKING:
@@ -275,7 +276,8 @@ def run_serve_command(
             if route is None:
                 return 2
             destinations.append(route)
-    elif not args.no_deliver:
+    elif not args.no_deliver and not isinstance(args.queue, KafkaSettings):
+        # On a Kafka queue serve only ingests: the deliver --follow workers need the key.
         key_source = _key_source(args, stderr)
         if key_source is None:
             print(f"{prog}: (or run with --no-deliver to only queue events)", file=stderr)
@@ -316,7 +318,7 @@ def _destination(  # noqa: PLR0913, PLR0917 - the pieces of one destination
     """One destination of the file: its queue, sender and key (None, said why, without a key)."""
     from attentive_router._ingest.server import DestinationSettings  # noqa: PLC0415
 
-    if args.no_deliver:
+    if args.no_deliver or isinstance(resolved.queue, KafkaSettings):
         return DestinationSettings(name, resolved.queue, None, frozenset(sources))
     key_source = _key_source(resolved, stderr)
     if key_source is None:

@@ -88,6 +88,7 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     keys: KeyCheck | None = None,
     signals: bool = True,
     looking: str | None = None,
+    stats: Stats | None = None,
 ) -> Run:
     """Deliver from ``queue`` until ``stop`` (or SIGTERM, SIGINT), or a refused API key.
 
@@ -107,6 +108,7 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
         signals: Handle SIGINT, SIGTERM (and SIGHUP for ``keys``) here; False leaves them
             to the caller (several followers side by side).
         looking: How new events are found, for the first line (default: the polling).
+        stats: Where to count what is settled while running (default: a new ``Stats``).
 
     Returns:
         The run: what was settled, what is left, and ``paused`` when the key was refused
@@ -118,6 +120,8 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
     restore = _stop_on_signals(stop) if signals else _nothing
     http = client or make_client(settings)
     current = _Current(evolve(settings, idle_wait=None))  # the watcher wakes the sender
+    if stats is not None:
+        current.stats = stats
 
     def say(text: str) -> None:
         print(f"attentive-router {label}: {text}", file=out, flush=True)

@@ -19,7 +19,7 @@ from attentive_router._delivery.follow import follow
 from attentive_router._delivery.job import Run
 from attentive_router._delivery.keycheck import KeyCheck
 from attentive_router._delivery.ratelimit import Share
-from attentive_router._delivery.sender import SenderSettings
+from attentive_router._delivery.sender import SenderSettings, Stats
 from attentive_router._queue.kafka.settings import KafkaSettings
 from attentive_router._queue.kafka.work import DEFAULT_MAX_HELD, KafkaWork, Note
 
@@ -40,6 +40,7 @@ async def follow_kafka(  # noqa: PLR0913 - optional parts are keyword-only
     stop: asyncio.Event | None = None,
     signals: bool = True,
     started: Callable[[KafkaWork], None] | None = None,
+    stats: Stats | None = None,
 ) -> Run:
     """Join the consumer group of ``queue`` and deliver its partitions until stopped.
 
@@ -55,6 +56,7 @@ async def follow_kafka(  # noqa: PLR0913 - optional parts are keyword-only
         stop: Set it to stop.
         signals: Handle SIGINT, SIGTERM and SIGHUP here.
         started: Called with the worker once it has joined (for ``/metrics``).
+        stats: Where to count what is settled while running (for ``/metrics``).
 
     Raises:
         QueueError: The brokers could not be reached at the start, or the topics are missing.
@@ -93,6 +95,7 @@ async def follow_kafka(  # noqa: PLR0913 - optional parts are keyword-only
             keys=keys,
             signals=signals,
             looking="as the brokers hand them over",
+            stats=stats,
         )
     finally:
         await asyncio.to_thread(work.close)

@@ -1150,15 +1150,14 @@ def _kafka_delivery(
     settings: ServeSettings, route: DestinationSettings, queue: KafkaSettings
 ) -> _Delivery:
     """A destination whose events go to Kafka: this process produces, workers deliver."""
-    if route.sender is not None:
-        log(
-            logging.INFO,
-            "the queue is Kafka: this server only ingests; the deliver --follow workers of "
-            "the consumer group deliver",
-            destination=route.name,
-            queue=queue.url,
-            group=queue.group,
-        )
+    log(
+        logging.INFO,
+        "the queue is Kafka: this server only ingests; the deliver --follow workers of the "
+        "consumer group deliver",
+        destination=route.name,
+        queue=queue.url,
+        group=queue.group,
+    )
     return _Delivery(
         route.name,
         None,
