@@ -501,7 +501,9 @@ def test_send_deliver_and_events_list_refuse_a_kafka_queue(tmp_path: Path) -> No
     assert "/metrics" in events.stderr
 
 
-def test_deliver_follow_on_kafka_reaches_the_worker_seam(tmp_path: Path) -> None:
+def test_deliver_follow_on_kafka_needs_its_key_and_says_when_no_broker_answers(
+    tmp_path: Path,
+) -> None:
     config = write(
         tmp_path / "c.toml",
         '[destinations.shop]\ntoken_env = "SHOP_KEY"\nqueue = "kafka://127.0.0.1:9/shop"\n',
@@ -511,7 +513,19 @@ def test_deliver_follow_on_kafka_reaches_the_worker_seam(tmp_path: Path) -> None
     assert "$SHOP_KEY is not set" in no_key.stderr
     result = cli("deliver", "--follow", "--config", str(config), env={"SHOP_KEY": "k"})
     assert result.returncode == 2
-    assert "deliver --follow on a Kafka queue: not available in this build" in result.stderr
+    assert "Kafka at 127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
     refused = cli("deliver", "--config", str(config), env={"SHOP_KEY": "k"})
     assert refused.returncode == 2
     assert "deliver without --follow does not work on a Kafka queue" in refused.stderr
+
+
+def test_the_workers_options_are_refused_with_a_queue_file(tmp_path: Path) -> None:
+    queue = tmp_path / "q.db"
+    for option in (["--listen", "127.0.0.1:0"], ["--dedupe-window", "1"], ["--max-held", "5"]):
+        result = cli("deliver", "--follow", "--queue", str(queue), "--token", "t", *option)
+        assert result.returncode == 2
+        assert f"{option[0]} only apply to delivery workers of a Kafka queue" in result.stderr
+        without = cli("deliver", "--queue", str(queue), "--token", "t", *option)
+        assert without.returncode == 2
+        assert "only apply with --follow" in without.stderr

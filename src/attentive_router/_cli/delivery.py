@@ -436,7 +436,8 @@ def run_delivery(
     try:
         if args.command == "send":
             source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
-        window = getattr(args, "dedupe_window", DEFAULT_DEDUPE_WINDOW / 3600) * 3600
+        hours = getattr(args, "dedupe_window", None)  # deliver's is for Kafka workers only
+        window = DEFAULT_DEDUPE_WINDOW if hours is None else hours * 3600
         queue = SQLiteQueue(args.queue, dedupe_window=window, destination=name)
     except OSError as error:
         print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)

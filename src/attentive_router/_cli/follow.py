@@ -10,8 +10,7 @@ from attrs import evolve, frozen
 
 from attentive_router._cli.numbers import at_least_one, non_negative, port, positive
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
-from attentive_router._queue.kafka.settings import KafkaSettings
-from attentive_router._queue.kafka.work import DEFAULT_MAX_HELD
+from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
 
 if TYPE_CHECKING:
     from attentive_router._delivery.job import FollowUp, Run
@@ -145,7 +144,8 @@ def follow_usage_error(args: argparse.Namespace) -> str | None:
             ("--poll-interval", "poll_interval"),
             ("--grace", "grace"),
             ("--key-retry-interval", "key_retry_interval"),
-            *KAFKA_ONLY,
+            # send has a --dedupe-window of its own (applied as it queues).
+            *(KAFKA_ONLY if args.command == "deliver" else ()),
         )
         if getattr(args, value, None) is not None
     ]

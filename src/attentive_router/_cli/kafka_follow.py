@@ -21,8 +21,7 @@ from attentive_router._cli.follow import (
 )
 from attentive_router._cli.queue_address import quiet_client_logs
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW, QueueError
-from attentive_router._queue.kafka.settings import KafkaSettings
-from attentive_router._queue.kafka.work import DEFAULT_MAX_HELD
+from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
 
 if TYPE_CHECKING:
     from attentive_router._delivery.job import FollowUp, Run

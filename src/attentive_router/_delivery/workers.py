@@ -20,8 +20,8 @@ from attentive_router._delivery.job import Run
 from attentive_router._delivery.keycheck import KeyCheck
 from attentive_router._delivery.ratelimit import Share
 from attentive_router._delivery.sender import SenderSettings, Stats
-from attentive_router._queue.kafka.settings import KafkaSettings
-from attentive_router._queue.kafka.work import DEFAULT_MAX_HELD, KafkaWork, Note
+from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
+from attentive_router._queue.kafka.work import KafkaWork, Note
 
 WAKE_INTERVAL = 0.05
 """Seconds between two looks at the worker's count of newly fetched events."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -30,6 +29,8 @@ DEFAULT_PARTITIONS = 12
 """Partitions of the events topic made by ``kafka init``: the most delivery workers that can
 share one destination's events (more workers than partitions leaves some idle)."""
 
+DEFAULT_MAX_HELD = 10_000
+"""Events a delivery worker holds before it stops fetching (back-pressure)."""
 DEFAULT_SESSION_TIMEOUT = 10.0
 """Seconds: how long a worker that stopped answering keeps its partitions (Kafka's
 ``session.timeout.ms``); a worker that stops cleanly hands them over at once."""
@@ -144,6 +145,8 @@ class KafkaSettings:
             "client_id": "attentive-router",
         }
         if self.security_protocol in {"SSL", "SASL_SSL"}:
+            import ssl  # noqa: PLC0415 - only a TLS connection needs it (and it is slow to load)
+
             options["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
         if self.security_protocol.startswith("SASL_"):
             options["sasl_mechanism"] = self.sasl_mechanism

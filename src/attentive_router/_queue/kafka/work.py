@@ -59,10 +59,8 @@ from attentive_router._queue.kafka.codec import (
 from attentive_router._queue.kafka.dead_letters import KafkaDeadLetters
 from attentive_router._queue.kafka.reading import read_range
 from attentive_router._queue.kafka.runner import Runner
-from attentive_router._queue.kafka.settings import KafkaSettings
+from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
 
-DEFAULT_MAX_HELD = 10_000
-"""Events a worker holds before it stops fetching (back-pressure)."""
 COMMIT_INTERVAL = 0.5
 """Seconds between offset commits while events settle."""
 FETCH_WAIT_MS = 200
