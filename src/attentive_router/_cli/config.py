@@ -92,6 +92,7 @@ class KafkaSection:
     ssl_cafile: Path | None = None
     partitions: Count | None = None
     replication_factor: Count | None = None
+    session_timeout: Positive | None = None
 
     def options(self) -> dict[str, object]:
         """The keyword arguments of ``KafkaSettings.with_security`` (None: not in the file)."""
@@ -103,6 +104,7 @@ class KafkaSection:
             "ssl_cafile": None if self.ssl_cafile is None else str(self.ssl_cafile),
             "partitions": self.partitions,
             "replication_factor": self.replication_factor,
+            "session_timeout": self.session_timeout,
         }
 
 

@@ -47,6 +47,7 @@ path = "attentive-router.db"
 # ssl_cafile = "kafka-ca.pem"         # default: the system's CA certificates
 # partitions = 12                     # of PREFIX.events, made by kafka init
 # replication_factor = 3              # 1 on a single broker
+# session_timeout = 10                # seconds a silent worker keeps its partitions
 
 [serve]
 host = "127.0.0.1"         # 0.0.0.0 to listen on every interface

@@ -436,8 +436,7 @@ def run_delivery(
     try:
         if args.command == "send":
             source = stdin if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
-        hours = getattr(args, "dedupe_window", None)  # deliver's is for Kafka workers only
-        window = DEFAULT_DEDUPE_WINDOW if hours is None else hours * 3600
+        window = _dedupe_window(args)
         queue = SQLiteQueue(args.queue, dedupe_window=window, destination=name)
     except OSError as error:
         print(f"{PROG}: cannot read {args.file}: {error.strerror or error}", file=stderr)
@@ -527,6 +526,12 @@ def _on_kafka(args: argparse.Namespace, config: Config, stderr: IO[str]) -> int:
         hints=follow_up(args, config),
         stderr=stderr,
     )
+
+
+def _dedupe_window(args: argparse.Namespace) -> float:
+    """``send``'s window in seconds (``deliver`` has one only for Kafka workers)."""
+    hours = getattr(args, "dedupe_window", None)
+    return DEFAULT_DEDUPE_WINDOW if hours is None else float(hours) * 3600
 
 
 def _destination_name(args: argparse.Namespace) -> str | None:
