@@ -93,17 +93,18 @@ def test_a_retry_holds_its_user_and_not_the_others(queue: KafkaSettings) -> None
     try:
         work.put([event("1", "a"), event("2", "a"), event("3", "b")], 0)
         wait_for(lambda: work.counts()[State.QUEUED] == 3)
-        claims = {claim.key: claim for claim in work.claim(100.0, 10)}
+        now = 1_800_000_100.0
+        claims = {claim.key: claim for claim in work.claim(now, 10)}
         assert set(claims) == {"1", "3"}
         work.settle(
             [
-                Settlement(claims["1"].id, State.QUEUED, attempts=1, next_attempt_at=200.0),
+                Settlement(claims["1"].id, State.QUEUED, attempts=1, next_attempt_at=now + 100),
                 Settlement(claims["3"].id, State.DELIVERED, attempts=1),
             ]
         )
-        assert work.claim(150.0, 10) == []  # "2" waits behind its user's retry
-        assert work.next_due() == 200.0
-        again = work.claim(200.0, 10)
+        assert work.claim(now + 50, 10) == []  # "2" waits behind its user's retry
+        assert work.next_due() == now + 100
+        again = work.claim(now + 100, 10)
         assert [(claim.key, claim.attempts) for claim in again] == [("1", 1)]
     finally:
         work.close()

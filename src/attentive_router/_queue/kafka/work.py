@@ -372,6 +372,7 @@ class KafkaWork:
             user=record.key or incoming.user.encode(),
             incoming=incoming,
             done=incoming.done,
+            next_attempt_at=incoming.received_at,  # due once received, as in a queue file
         )
         self._next_id += 1
         self._held[held.id] = held
