@@ -90,6 +90,9 @@ RUN_ELSEWHERE = {
     "# deploy.toml: two brands": "tests/test_config.py loads this file, sends and serves with it",
     "# deploy.toml (flag --config)": "tests/test_config.py compares config check's output to it",
     "deploy.toml: 3 problems:": "tests/test_config.py compares a bad file's messages to it",
+    "# scale.toml: ingest nodes": "tests/test_kafka_readme.py starts its topology from this file",
+    "attentive-router kafka init --config scale.toml": "tests/test_kafka_readme.py runs these",
+    "# [kafka] of scale.toml on a managed": "tests/test_kafka_readme.py runs config check on it",
 }
 NOT_RUN = {
     "make run    # demo": "make test is this suite; make run is `demo`, run by test_cli_delivery",
@@ -99,6 +102,7 @@ NOT_RUN = {
     "# /etc/systemd/system/attentive-router-deliver.service": "a systemd unit file",
     "# /etc/systemd/system/attentive-router-brands.service": "a systemd unit file",
     "# /etc/systemd/system/attentive-router-brands-deliver.service": "a systemd unit file",
+    "clients ──► load balancer": "a drawing of the scale-out topology",
 }
 
 
