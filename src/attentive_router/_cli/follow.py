@@ -39,10 +39,19 @@ running as a service (--follow):
   at once. With a configuration file of several destinations and no --destination, every
   destination is followed, each from its own queue with its own key.
 
+on a Kafka queue (--queue kafka://HOST:PORT/PREFIX, or the configuration file's):
+  deliver --follow is one delivery worker of the consumer group PREFIX.delivery: run as many as
+  the events topic has partitions, on any machines; each delivers the partitions the group gives
+  it, commits offsets up to its oldest unsettled event, drops messageIds seen within
+  --dedupe-window, and uses the share of the account's rate limits that its partitions are of
+  all. --listen HOST:PORT answers /healthz and /metrics (lag per partition, oldest unsettled
+  event). With several destinations in the file, run each one's workers with --destination NAME.
+
 examples:
   attentive-router deliver
   attentive-router serve --no-deliver --write-key wk_live_123 --queue /var/lib/ar/queue.db
   attentive-router deliver --follow --queue /var/lib/ar/queue.db
+  attentive-router deliver --follow --queue kafka://kafka-1:9092/shop --listen 0.0.0.0:9464
 
 """
 

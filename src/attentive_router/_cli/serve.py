@@ -65,6 +65,12 @@ SIGHUP re-reads --token-file and checks at once.
 SIGTERM or Ctrl-C: stop accepting, let requests and deliveries in flight finish (--grace),
 leave the rest queued, exit 0. `attentive-router deliver` or the next `serve` sends the rest.
 
+On a Kafka queue (--queue kafka://HOST:PORT/PREFIX, or the configuration file's) serve only
+ingests and needs no API key: each request's events are written to PREFIX.events with acks=all
+before its 200 (503 with Retry-After when the brokers do not acknowledge within --lock-timeout);
+any number of serve processes can share the topics; `deliver --follow` workers deliver. /healthz
+says whether the brokers answer. `attentive-router kafka init` creates the topics.
+
 exit status: 0 after SIGTERM or Ctrl-C; 2 for bad usage (a numeric option out of range names
 the range), a queue that cannot be opened or is delivered from by another process, or an
 address it cannot listen on.
