@@ -225,3 +225,28 @@ def test_a_missing_topic_is_named(broker: Broker) -> None:
     with pytest.raises(QueueError, match="kafka init"):
         work.start()
     work.close()
+
+
+def test_a_rebalance_lets_events_in_flight_finish_so_nobody_sends_them_again(
+    queue: KafkaSettings,
+) -> None:
+    one = started(queue)
+    try:
+        one.put([event(str(n), f"u{n}") for n in range(8)], 0)
+        wait_for(lambda: one.counts()[State.QUEUED] == 8)
+        flying = one.claim(2e9, 100)
+        assert len(flying) == 8
+        two = started(queue)
+        try:
+            # The rebalance has begun when nothing more can be claimed from ``one``'s
+            # partitions; the events in flight are settled while it waits for them.
+            wait_for(lambda: one.share < 1.0 or not one._ready(0), 40)
+            one.settle([Settlement(claim.id, State.DELIVERED, attempts=1) for claim in flying])
+            wait_for(lambda: one.share == 0.5 and two.share == 0.5, 40)
+            time.sleep(1.0)
+            held = one.counts()[State.QUEUED] + two.counts()[State.QUEUED]
+            assert held == 0, "events settled during the rebalance were read again"
+        finally:
+            two.close()
+    finally:
+        one.close()

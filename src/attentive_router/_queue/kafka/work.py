@@ -64,6 +64,8 @@ from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettin
 COMMIT_INTERVAL = 0.5
 """Seconds between offset commits while events settle."""
 FETCH_WAIT_MS = 200
+REVOKE_GRACE = 5.0
+"""Seconds a rebalance waits for the events in flight of the partitions leaving this worker."""
 PING_EVERY = 5.0
 """Seconds between two checks that the brokers answer."""
 WAIT = 20.0
@@ -102,7 +104,8 @@ class _Partition:
     """The next offset to read; None before the first record when nothing was committed."""
     committed: int | None
     open: set[int] = field(factory=set)
-    seen: dict[tuple[str, str], float] = field(factory=dict)
+    seen: dict[tuple[str, str], tuple[float, int]] = field(factory=dict)
+    """(source, messageId) -> (when it was received, the offset of its record)."""
     ready: bool = False
     """False while its ``messageId`` memory is being rebuilt: records are not taken yet."""
 
@@ -189,6 +192,7 @@ class KafkaWork:
         self._settled: dict[State, int] = dict.fromkeys(State, 0)
         self._next_id = 1
         self._paused = False
+        self._kept: dict[int, tuple[int, dict[tuple[str, str], tuple[float, int]]]] = {}
         self._last_commit = 0.0
         self._dirty = False
         self._closed = False
@@ -360,11 +364,16 @@ class KafkaWork:
             return 0
         seen_key = (incoming.source, incoming.key)
         if not incoming.replayed:
-            seen_at = part.seen.get(seen_key)
-            if seen_at is not None and incoming.received_at - seen_at < self.dedupe_window:
+            seen = part.seen.get(seen_key)
+            # The same record read again (after a seek or a rebalance) is not a duplicate.
+            if (
+                seen is not None
+                and seen[1] != record.offset
+                and incoming.received_at - seen[0] < self.dedupe_window
+            ):
                 self.duplicates += 1
                 return 0
-        part.seen[seen_key] = incoming.received_at
+        part.seen[seen_key] = (incoming.received_at, record.offset)
         held = _Held(
             id=self._next_id,
             partition=part.topic_partition.partition,
@@ -394,7 +403,12 @@ class KafkaWork:
             self._parts[topic_partition.partition] = part
             parts.append(part)
         for part in parts:
-            if part.committed:
+            kept = self._kept.pop(part.topic_partition.partition, None)
+            if kept is not None and part.committed is not None and part.committed <= kept[0]:
+                # Back after a rebalance and nobody settled past what this worker read: what
+                # it remembers is complete below the committed offset.
+                part.seen = {k: v for k, v in kept[1].items() if v[1] < part.committed}
+            elif part.committed:
                 await self._remember(part, part.committed)
             part.ready = True
         self._update_share()
@@ -431,7 +445,7 @@ class KafkaWork:
                     incoming = read_event(record.value, record.headers, record.timestamp)
                 except UnreadableRecordError:
                     continue
-                part.seen[incoming.source, incoming.key] = incoming.received_at
+                part.seen[incoming.source, incoming.key] = (incoming.received_at, record.offset)
                 read += 1
         finally:
             await reader.stop()
@@ -443,10 +457,21 @@ class KafkaWork:
             )
 
     async def _revoked(self, revoked: Iterable[Any]) -> None:
-        await self._commit(force=True)
         gone = {tp.partition for tp in revoked if tp.topic == self.settings.events_topic}
         for number in gone:
-            self._parts.pop(number, None)
+            if number in self._parts:
+                self._parts[number].ready = False  # nothing more is claimed from it
+        # Let what is in flight finish (briefly), so that the next owner repeats less.
+        deadline = self.clock() + REVOKE_GRACE
+        # Verdicts arrive as calls scheduled on this loop, run while this one sleeps.
+        while self.clock() < deadline and self._in_flight(gone):  # noqa: ASYNC110 - see above
+            await asyncio.sleep(0.05)
+        await self._commit(force=True)
+        self._kept = {}
+        for number in gone:
+            part = self._parts.pop(number, None)
+            if part is not None and part.position is not None:
+                self._kept[number] = (part.position, part.seen)
         dropped = [held for held in self._held.values() if held.partition in gone]
         for held in dropped:
             del self._held[held.id]
@@ -463,6 +488,12 @@ class KafkaWork:
                     "unsettled_left_to_next_owner": len(dropped),
                 },
             )
+
+    def _in_flight(self, partitions: set[int]) -> bool:
+        return any(
+            held.state is State.IN_FLIGHT and held.partition in partitions
+            for held in self._held.values()
+        )
 
     def _update_share(self) -> None:
         total = self._consumer.partitions_for_topic(self.settings.events_topic) or set()
@@ -508,7 +539,9 @@ class KafkaWork:
         due = [
             held
             for held in self._heads.values()
-            if held.state is State.QUEUED and held.next_attempt_at <= now
+            if held.state is State.QUEUED
+            and held.next_attempt_at <= now
+            and self._ready(held.partition)
         ]
         due.sort(key=lambda held: (held.next_attempt_at, held.id))
         claims = []
@@ -603,6 +636,10 @@ class KafkaWork:
         else:
             del self._users[held.user]
 
+    def _ready(self, partition: int) -> bool:
+        part = self._parts.get(partition)
+        return part is not None and part.ready
+
     def release(self, ids: Iterable[int]) -> None:
         """Put claimed events back unchanged."""
         self._call(self._release(list(ids)))
@@ -674,7 +711,7 @@ class KafkaWork:
     async def _prune(self, now: float) -> None:
         horizon = now - self.dedupe_window
         for part in self._parts.values():
-            part.seen = {key: at for key, at in part.seen.items() if at >= horizon}
+            part.seen = {key: seen for key, seen in part.seen.items() if seen[0] >= horizon}
 
     # -- the rest of the interface: writing events, and the dead letters ----------------------
 
