@@ -470,6 +470,9 @@ def test_dead_letters_list_show_replay_on_kafka(broker: Broker) -> None:
     again = cli("dead-letters", "replay", "--all", "--queue", url)
     assert again.returncode == 0
     assert f"0 dead letter(s) queued again: there are none in {url}" in again.stdout
+    twice = cli("dead-letters", "replay", "1", "--queue", url)
+    assert twice.returncode == 1
+    assert "no dead letter 1 in dead.dead-letters (replayed already" in twice.stderr
 
 
 def test_dead_letters_on_an_unreachable_broker_exit_2_saying_where() -> None:

@@ -859,7 +859,13 @@ def _replay(
     for which in args.which:
         record = _find(queue, which)
         if record is None:
-            print(f"{PROG}: {which}: not replayed: no such event in {where}", file=stderr)
+            missing = f"no such event in {where}"
+            if isinstance(args.queue, KafkaSettings):  # the topic lists dead letters only
+                missing = (
+                    f"no dead letter {which} in {args.queue.dead_letter_topic} (replayed "
+                    "already, or never dead-lettered)"
+                )
+            print(f"{PROG}: {which}: not replayed: {missing}", file=stderr)
             status = 1
             continue
         name = f"{which} (id {record.id})" if which != str(record.id) else which
