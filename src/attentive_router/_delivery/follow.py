@@ -24,11 +24,11 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import IO
 
 import httpx
-from attrs import define, evolve, field
+from attrs import define, evolve, field, frozen
 
 from attentive_router._delivery.health import Health
 from attentive_router._delivery.job import Run, _nothing, _stop_on_signals, report_line
@@ -72,6 +72,21 @@ class _Current:
         self.settings = evolve(self.settings, token=token)
         if self.sender is not None:
             self.sender.use_token(token)
+
+    def current_settings(self) -> SenderSettings:
+        """The settings a new sender gets."""
+        return self.settings
+
+    def with_token(self, token: str) -> SenderSettings:
+        """The settings, with the key the key check holds now (accepted again, or re-read)."""
+        self.settings = evolve(self.settings, token=token)
+        return self.settings
+
+    async def started(self, sender: Sender) -> None:
+        """A new sender: it counts into the run's totals and health."""
+        sender.stats = self.stats
+        sender.health = self.health
+        self.sender = sender
 
 
 async def follow(  # noqa: PLR0913 - optional parts are keyword-only
@@ -149,7 +164,21 @@ async def follow(  # noqa: PLR0913 - optional parts are keyword-only
             hangup = _hangup_sets(keys.hangup)
     run = Run()
     try:
-        run.paused = await _deliver_until_stopped(queue, http, current, say, stop, keys, note)
+        run.paused = await keep_delivering(
+            queue,
+            http,
+            current.current_settings if keys is None else lambda: current.with_token(keys.token),
+            stop,
+            Hooks(
+                started=current.started,
+                failed=lambda error, wait: say(
+                    f"warning: the queue failed: {scrub(str(error), current.settings.token)}; "
+                    f"starting again in {wait:g} s (events in flight are sent again)"
+                ),
+            ),
+            keys=keys,
+            note=note,
+        )
     finally:
         stop.set()
         done.set()
@@ -181,43 +210,60 @@ def _hangup_sets(event: asyncio.Event) -> Callable[[], None]:
     return remove
 
 
-async def _deliver_until_stopped(  # noqa: PLR0913, PLR0917 - the follower's parts
+@frozen
+class Hooks:
+    """What the caller of ``keep_delivering`` is told, and when.
+
+    Attributes:
+        started: Each new sender, before it runs (to share counts, health and state with it).
+        failed: The queue's storage failed; delivery starts again after ``RESTART_AFTER``.
+        paused: Attentive refused the key; the key is being checked again.
+    """
+
+    started: Callable[[Sender], Awaitable[None]]
+    failed: Callable[[QueueError, float], None]
+    paused: Callable[[], None] = _nothing
+
+
+async def keep_delivering(  # noqa: PLR0913 - the loop's parts, keyword-only where optional
     queue: Queue,
     http: httpx.AsyncClient,
-    current: _Current,
-    say: Callable[[str], None],
+    settings: Callable[[], SenderSettings],
     stop: asyncio.Event,
+    hooks: Hooks,
+    *,
     keys: KeyCheck | None = None,
     note: Callable[[int, str, Mapping[str, object]], None] | None = None,
 ) -> Paused | None:
     """Run senders one after the other until a stop, or a refused key not accepted again.
 
-    Return the refusal still in force, if any.
+    The loop of ``deliver --follow`` and of ``serve``'s delivery: a sender made with
+    ``settings()`` (read again for each one, as the key may have changed) puts back what a
+    crash left in flight, forgets what is past the retention, and delivers until stopped. After
+    a failure of the queue's storage another starts ``RESTART_AFTER`` seconds later; after a
+    refused key, once ``keys`` finds it accepted again.
+
+    Returns:
+        The refusal still in force when it ended, if any.
     """
     while not stop.is_set():
-        sender = Sender(queue, http, current.settings)
-        sender.stats = current.stats
-        sender.health = current.health
-        current.sender = sender
+        sender = Sender(queue, http, settings())
+        await hooks.started(sender)
         try:
             await sender.call(queue.recover)
             await sender.call(queue.prune, time.time())
             await sender.run(stop=stop, forever=True)
         except QueueError as error:
-            say(
-                f"warning: the queue failed: {scrub(str(error), current.settings.token)}; "
-                f"starting again in {RESTART_AFTER:g} s (events in flight are sent again)"
-            )
+            hooks.failed(error, RESTART_AFTER)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RESTART_AFTER)
             continue
         if sender.paused is not None:
             if keys is None or note is None:
                 return sender.paused
-            base_url = current.settings.base_url
-            if not await keys.pause(sender.paused, http, base_url, stop, note):
+            hooks.paused()
+            if not await keys.pause(sender.paused, http, settings().base_url, stop, note):
                 return sender.paused
-            current.settings = evolve(current.settings, token=keys.token)
     return None
 
 

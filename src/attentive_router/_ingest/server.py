@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from attentive_router._delivery.follow import PRUNE_EVERY, REPORT_CHECK, RESTART_AFTER
+from attentive_router._delivery.follow import PRUNE_EVERY, REPORT_CHECK, Hooks, keep_delivering
 from attentive_router._delivery.health import Health, Report
 from attentive_router._delivery.job import QueueBusyError, delivery_lock
 from attentive_router._delivery.keycheck import KeyCheck
@@ -810,43 +810,43 @@ async def _check_foreign(delivery: _Delivery) -> None:
 async def _deliver_forever(
     delivery: _Delivery, settings: SenderSettings, stop: asyncio.Event
 ) -> None:
-    """Run the destination's sender until ``stop``.
+    """Run the destination's sender until ``stop`` (``keep_delivering``, as deliver --follow).
 
     It starts again after a storage failure, and once a key Attentive refused is accepted again.
     """
-    queue = delivery.store
     client = make_client(settings)
     delivery.health = Health(settings.base_url)
     check = delivery.check
     check.token = settings.token
+
+    async def started(sender: Sender) -> None:
+        sender.stats = delivery.stats
+        sender.health = delivery.health
+        delivery.sender = sender
+        delivery.state = "running"
+        await _check_foreign(delivery)
+
+    def failed(error: QueueError, wait: float) -> None:
+        delivery.state = "restarting"
+        delivery.note(
+            logging.ERROR,
+            "delivery stopped: the queue failed; starting again",
+            {"error": scrub(str(error), check.token), "seconds": wait},
+        )
+
+    def paused() -> None:
+        delivery.state = "paused"
+
     try:
-        while not stop.is_set():
-            sender = Sender(queue, client, evolve(settings, token=check.token))
-            sender.stats = delivery.stats
-            sender.health = delivery.health
-            delivery.sender = sender
-            delivery.state = "running"
-            await _check_foreign(delivery)
-            try:
-                await sender.call(queue.recover)
-                await sender.run(stop=stop, forever=True)
-            except QueueError as error:
-                delivery.state = "restarting"
-                delivery.note(
-                    logging.ERROR,
-                    "delivery stopped: the queue failed; starting again",
-                    {"error": scrub(str(error), check.token), "seconds": RESTART_AFTER},
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RESTART_AFTER)
-                continue
-            if sender.paused is not None:
-                delivery.state = "paused"
-                resumed = await check.pause(
-                    sender.paused, client, settings.base_url, stop, delivery.note
-                )
-                if not resumed:
-                    break
+        await keep_delivering(
+            delivery.store,
+            client,
+            lambda: evolve(settings, token=check.token),
+            stop,
+            Hooks(started=started, failed=failed, paused=paused),
+            keys=check,
+            note=delivery.note,
+        )
     finally:
         delivery.state = "off"
         await client.aclose()
