@@ -708,7 +708,8 @@ def report_drain(result: DrainResult) -> None:
     for number, (partitions, share, lag, lag_end) in enumerate(result.holdings, 1):
         end = "unknown" if lag_end < 0 else f"{lag_end:,}"
         print(
-            f"  worker {number}: partitions {partitions}, share {share:g}, lag {lag:,} events "
+            f"  worker {number}: partitions {partitions}, share {share:g}; lag (high watermark "
+            f"- committed offset, which stays at the oldest unsettled event) {lag:,} events "
             f"when both held, {end} at the window's end"
         )
     cpu = ", ".join(f"{seconds:.1f} s" for seconds in result.worker_cpu)
