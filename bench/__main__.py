@@ -27,9 +27,12 @@ one-request-at-a-time loop without limits, and the peak RSS of ``attentive-route
 taking 100-event ``/v1/batch`` requests over 127.0.0.1, events/s stored durably and request
 latency, beside the raw SQLite insert rate. Start-up (``bench/startup.py``) opens it: the
 whole process of ``attentive-router transform`` on an empty file and of ``--help``, beside
-``python -c pass`` and ``python -c "import orjson"``. ``--only
-startup|transform|process|delivery|rss|ingest`` (comma-separated; ``drain`` and ``unthrottled``
-name the two halves of ``delivery``) runs a part of the benchmark.
+``python -c pass`` and ``python -c "import orjson"``. Kafka (``bench/kafka.py``) follows ingest:
+``serve`` into a Kafka queue beside ``serve`` into a queue file, one ingest process beside two,
+and two ``deliver --follow`` workers draining a backlog for one key under its enforced limit
+(on a local Tansu broker; said to be unavailable when it is not installed). ``--only
+startup|transform|process|delivery|rss|ingest|kafka`` (comma-separated; ``drain`` and
+``unthrottled`` name the two halves of ``delivery``) runs a part of the benchmark.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import orjson
 
 from attentive_router import Context
 from attentive_router._transform.router import DEFAULT_DISPATCH
-from bench import delivery, ingest, instructions, process, rss, startup, system
+from bench import delivery, ingest, instructions, kafka, process, rss, startup, system
 from bench.corpus import DEFAULT_SEED, MIXES, RECEIVED_AT, generate
 from bench.profiling import profile
 from bench.transform import (
@@ -251,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_parts,
         metavar="PARTS",
         help="run only these parts, comma-separated: startup, transform, process, delivery "
-        "(= drain,unthrottled), drain, unthrottled, rss, ingest (default: all)",
+        "(= drain,unthrottled), drain, unthrottled, rss, ingest, kafka (default: all)",
     )
     parser.add_argument(
         "--startup-runs",
@@ -340,10 +343,38 @@ def _parser() -> argparse.ArgumentParser:
         f"(default {','.join(map(str, ingest.CONNECTIONS))}; "
         f"--quick {','.join(map(str, QUICK_INGEST_CONNECTIONS))})",
     )
+    group = parser.add_argument_group("kafka")
+    group.add_argument(
+        "--kafka-events",
+        type=int,
+        metavar="N",
+        help=f"events posted per server run (default {kafka.EVENTS:,}; "
+        f"--quick {QUICK_KAFKA_EVENTS:,})",
+    )
+    group.add_argument(
+        "--kafka-rounds",
+        type=int,
+        metavar="R",
+        help=f"interleaved rounds of the ingest runs (default {kafka.ROUNDS}; --quick 1)",
+    )
+    group.add_argument(
+        "--kafka-rate",
+        type=int,
+        metavar="R",
+        help="requests/s the sandbox enforces on /v1/events/custom in the drain, and each "
+        f"worker's --rate (default {kafka.DRAIN_RATE}; --quick {QUICK_KAFKA_RATE})",
+    )
+    group.add_argument(
+        "--kafka-window",
+        type=float,
+        metavar="S",
+        help="seconds of the drain measured once both workers hold their partitions "
+        f"(default {kafka.DRAIN_WINDOW:g}; --quick {QUICK_KAFKA_WINDOW:g})",
+    )
     return parser
 
 
-PARTS = ("startup", "transform", "process", "drain", "unthrottled", "rss", "ingest")
+PARTS = ("startup", "transform", "process", "drain", "unthrottled", "rss", "ingest", "kafka")
 QUICK_STARTUP_RUNS = 3
 QUICK_DRAIN_EVENTS = 300
 QUICK_UNTHROTTLED_EVENTS = 200
@@ -351,6 +382,9 @@ QUICK_RSS_EVENTS = 2_000
 QUICK_INGEST_EVENTS = 2_000
 QUICK_INGEST_CONNECTIONS = (8,)
 QUICK_PROCESS_EVENTS = 2_000
+QUICK_KAFKA_EVENTS = 1_000
+QUICK_KAFKA_RATE = 20
+QUICK_KAFKA_WINDOW = 3.0
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -401,6 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         QUICK_PROCESS_EVENTS if args.quick else process.PROCESS_EVENTS
     )
     process_rounds = args.process_rounds or (1 if args.quick else process.ROUNDS)
+    kafka_events = args.kafka_events or (QUICK_KAFKA_EVENTS if args.quick else kafka.EVENTS)
+    kafka_rounds = args.kafka_rounds or (1 if args.quick else kafka.ROUNDS)
+    kafka_rate = args.kafka_rate or (QUICK_KAFKA_RATE if args.quick else kafka.DRAIN_RATE)
+    kafka_window = args.kafka_window or (QUICK_KAFKA_WINDOW if args.quick else kafka.DRAIN_WINDOW)
     sizes = (
         *(
             events,
@@ -413,8 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rss_events,
         ),
         *(ingest_events, ingest_rounds, args.ingest_batch, startup_runs),
+        *(kafka_events, kafka_rounds, kafka_rate),
     )
-    if min(sizes) < 1 or args.rss_budget <= 0:
+    if min(sizes) < 1 or args.rss_budget <= 0 or kafka_window <= 0:
         print("python -m bench: sizes, rounds and the budget must be positive", file=sys.stderr)
         return 2
     if args.instructions is not None:
@@ -444,6 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = (
             ingest.run(ingest_events, ingest_rounds, connections, args.seed, args.ingest_batch)
             or status
+        )
+    if "kafka" in parts:
+        status = (
+            kafka.run(kafka_events, kafka_rounds, args.seed, kafka_rate, kafka_window) or status
         )
     return status
 

