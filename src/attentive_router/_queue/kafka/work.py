@@ -10,9 +10,11 @@ settled by committing offsets.
   user's next event is claimable only once the previous one is settled, while other users'
   events go ahead, retries included.
 - **Offsets.** A partition's committed offset is its oldest unsettled event (or the next to
-  read): a worker killed at any moment loses nothing, and the next owner repeats at most what
-  was in flight or waiting for a retry. A dead letter is acknowledged by the dead-letter topic
-  before its offset can be committed.
+  read): a worker killed at any moment loses nothing, and the next owner repeats only events
+  from there on that were delivered already. Those are not only the ones in flight or waiting
+  for a retry: while an older event waits behind its user's earlier ones, other users' later
+  events of the partition go ahead and are delivered, and they come again after a handover. A
+  dead letter is acknowledged by the dead-letter topic before its offset can be committed.
 - **Duplicates.** ``messageId`` (per source) is remembered for the deduplication window, per
   partition; when a partition is assigned, what was settled before its committed offset is read
   again from the log (from the window's start, as far as the topic's retention keeps it) to
