@@ -250,3 +250,36 @@ def test_a_rebalance_lets_events_in_flight_finish_so_nobody_sends_them_again(
             two.close()
     finally:
         one.close()
+
+
+def test_a_partition_waits_for_its_oldest_unsettled_event_past_max_ahead(
+    broker: Broker,
+) -> None:
+    settings = parse_url(broker.url(f"ahead-{time.time_ns()}")).with_security(
+        partitions=1, session_timeout=3.0
+    )
+    asyncio.run(ensure_topics(settings))
+    work = started(settings, max_ahead=6)
+    try:
+        work.put([event("first", "slow")], 0)
+        wait_for(lambda: work.counts()[State.QUEUED] == 1)
+        (slow,) = work.claim(2e9, 10)  # in flight, unsettled: it holds the committed offset
+        work.put([event(str(n), f"u{n}") for n in range(40)], 0)
+        settled: list[str] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # deliver whatever the worker reads meanwhile
+            claims = work.claim(2e9, 100)
+            work.settle([Settlement(c.id, State.DELIVERED, attempts=1) for c in claims])
+            settled += [c.key for c in claims]
+            time.sleep(0.1)
+        # Read at most max_ahead past the slow event, plus half of it for the last fetch: a
+        # successor would repeat no more than that if this worker died now.
+        assert 1 <= len(settled) <= 6 + 3
+        (lag,) = work.lag()
+        assert lag.committed == 0
+        work.settle([Settlement(slow.id, State.DELIVERED, attempts=1)])
+        assert sorted(claim_all(work, 40 - len(settled)) + [int(k) for k in settled]) == list(
+            range(40)
+        )
+    finally:
+        work.close()

@@ -10,7 +10,11 @@ from attrs import evolve, frozen
 
 from attentive_router._cli.numbers import at_least_one, non_negative, port, positive
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW
-from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
+from attentive_router._queue.kafka.settings import (
+    DEFAULT_MAX_AHEAD,
+    DEFAULT_MAX_HELD,
+    KafkaSettings,
+)
 
 if TYPE_CHECKING:
     from attentive_router._delivery.job import FollowUp, Run
@@ -109,12 +113,21 @@ def add_follow_options(parser: argparse.ArgumentParser) -> None:
         help="events a worker holds before it stops fetching until delivery catches up "
         f"(default: {DEFAULT_MAX_HELD:,})",
     )
+    workers.add_argument(
+        "--max-ahead",
+        type=at_least_one,
+        metavar="N",
+        help="events a worker reads in a partition past its oldest unsettled one (a retry, or "
+        "an event waiting behind its user's) before that partition waits; what another worker "
+        f"may send again if this one dies (default: {DEFAULT_MAX_AHEAD:,})",
+    )
 
 
 KAFKA_ONLY = (
     ("--listen", "listen"),
     ("--dedupe-window", "dedupe_window"),
     ("--max-held", "max_held"),
+    ("--max-ahead", "max_ahead"),
 )
 """The options of delivery workers, which only a Kafka queue has."""
 

@@ -21,7 +21,11 @@ from attentive_router._cli.follow import (
 )
 from attentive_router._cli.queue_address import quiet_client_logs
 from attentive_router._queue.interface import DEFAULT_DEDUPE_WINDOW, QueueError
-from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
+from attentive_router._queue.kafka.settings import (
+    DEFAULT_MAX_AHEAD,
+    DEFAULT_MAX_HELD,
+    KafkaSettings,
+)
 
 if TYPE_CHECKING:
     from attentive_router._delivery.job import FollowUp, Run
@@ -45,7 +49,8 @@ def run_kafka_follow(  # noqa: PLR0913 - the pieces of one worker
 
     Args:
         args: The resolved arguments of ``deliver --follow`` (``--grace``,
-            ``--key-retry-interval``, ``--listen``, ``--dedupe-window``, ``--max-held``).
+            ``--key-retry-interval``, ``--listen``, ``--dedupe-window``, ``--max-held``,
+            ``--max-ahead``).
         settings: The Kafka queue, with the configuration file's ``[kafka]`` settings.
         destination: The destination whose events the worker delivers (its record keys).
         sender: How to send to Attentive.
@@ -108,6 +113,7 @@ def run_kafka_follow(  # noqa: PLR0913 - the pieces of one worker
                 note=note,
                 dedupe_window=window * 3600,
                 max_held=args.max_held or DEFAULT_MAX_HELD,
+                max_ahead=args.max_ahead or DEFAULT_MAX_AHEAD,
                 keys=keys,
                 stop=stop,
                 started=lambda joined: setattr(status, "work", joined),

@@ -20,7 +20,11 @@ from attentive_router._delivery.job import Run
 from attentive_router._delivery.keycheck import KeyCheck
 from attentive_router._delivery.ratelimit import Share
 from attentive_router._delivery.sender import SenderSettings, Stats
-from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
+from attentive_router._queue.kafka.settings import (
+    DEFAULT_MAX_AHEAD,
+    DEFAULT_MAX_HELD,
+    KafkaSettings,
+)
 from attentive_router._queue.kafka.work import KafkaWork, Note
 
 WAKE_INTERVAL = 0.05
@@ -36,6 +40,7 @@ async def follow_kafka(  # noqa: PLR0913 - optional parts are keyword-only
     note: Note,
     dedupe_window: float,
     max_held: int = DEFAULT_MAX_HELD,
+    max_ahead: int = DEFAULT_MAX_AHEAD,
     keys: KeyCheck | None = None,
     stop: asyncio.Event | None = None,
     signals: bool = True,
@@ -52,6 +57,7 @@ async def follow_kafka(  # noqa: PLR0913 - optional parts are keyword-only
         note: Log lines of the worker (assignments, revocations, back-pressure).
         dedupe_window: Seconds a ``messageId`` is remembered.
         max_held: Events held before fetching pauses.
+        max_ahead: Events a partition is read past its oldest unsettled event before it waits.
         keys: The key's re-checks after a refusal.
         stop: Set it to stop.
         signals: Handle SIGINT, SIGTERM and SIGHUP here.
@@ -76,6 +82,7 @@ async def follow_kafka(  # noqa: PLR0913 - optional parts are keyword-only
         destination=destination,
         dedupe_window=dedupe_window,
         max_held=max_held,
+        max_ahead=max_ahead,
         on_change=on_change,
         on_share=on_share,
         note=note,

@@ -31,6 +31,9 @@ share one destination's events (more workers than partitions leaves some idle)."
 
 DEFAULT_MAX_HELD = 10_000
 """Events a delivery worker holds before it stops fetching (back-pressure)."""
+DEFAULT_MAX_AHEAD = 1_000
+"""Events a worker reads in a partition past its oldest unsettled event before it waits: the
+most a successor repeats of that partition when the worker dies (beside what was in flight)."""
 DEFAULT_SESSION_TIMEOUT = 10.0
 """Seconds: how long a worker that stopped answering keeps its partitions (Kafka's
 ``session.timeout.ms``); a worker that stops cleanly hands them over at once."""

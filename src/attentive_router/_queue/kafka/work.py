@@ -12,9 +12,11 @@ settled by committing offsets.
 - **Offsets.** A partition's committed offset is its oldest unsettled event (or the next to
   read): a worker killed at any moment loses nothing, and the next owner repeats only events
   from there on that were delivered already. Those are not only the ones in flight or waiting
-  for a retry: while an older event waits behind its user's earlier ones, other users' later
-  events of the partition go ahead and are delivered, and they come again after a handover. A
-  dead letter is acknowledged by the dead-letter topic before its offset can be committed.
+  for a retry: while an older event waits (for a retry, or behind its user's earlier ones),
+  other users' later events of the partition go ahead and are delivered, and they come again
+  after a handover. ``max_ahead`` bounds them: a partition read that far past its oldest
+  unsettled event stops fetching until that event is settled. A dead letter is acknowledged by
+  the dead-letter topic before its offset can be committed.
 - **Duplicates.** ``messageId`` (per source) is remembered for the deduplication window, per
   partition; when a partition is assigned, what was settled before its committed offset is read
   again from the log (from the window's start, as far as the topic's retention keeps it) to
@@ -61,7 +63,11 @@ from attentive_router._queue.kafka.codec import (
 from attentive_router._queue.kafka.dead_letters import KafkaDeadLetters
 from attentive_router._queue.kafka.reading import read_range
 from attentive_router._queue.kafka.runner import Runner
-from attentive_router._queue.kafka.settings import DEFAULT_MAX_HELD, KafkaSettings
+from attentive_router._queue.kafka.settings import (
+    DEFAULT_MAX_AHEAD,
+    DEFAULT_MAX_HELD,
+    KafkaSettings,
+)
 
 COMMIT_INTERVAL = 0.5
 """Seconds between offset commits while events settle."""
@@ -144,6 +150,8 @@ class KafkaWork:
         destination: The destination this worker delivers for (recorded with dead letters).
         dedupe_window: Seconds a ``messageId`` is remembered.
         max_held: Events held before fetching pauses.
+        max_ahead: Events a partition is read past its oldest unsettled event before its
+            fetching pauses: what a successor may repeat when this worker dies.
         on_change: Called when new events can be claimed.
         on_share: Called with the fraction of the partitions held, after every rebalance.
         note: ``(level, text, fields)`` for what an operator should see in the logs.
@@ -157,6 +165,7 @@ class KafkaWork:
         destination: str = "default",
         dedupe_window: float = DEFAULT_DEDUPE_WINDOW,
         max_held: int = DEFAULT_MAX_HELD,
+        max_ahead: int = DEFAULT_MAX_AHEAD,
         on_change: Callable[[], None] | None = None,
         on_share: Callable[[float], None] | None = None,
         note: Note = _quiet,
@@ -166,6 +175,7 @@ class KafkaWork:
         self.destination = destination
         self.dedupe_window = dedupe_window
         self.max_held = max_held
+        self.max_ahead = max_ahead
         self.on_change = on_change
         self.on_share = on_share
         self.note = note
@@ -194,6 +204,7 @@ class KafkaWork:
         self._settled: dict[State, int] = dict.fromkeys(State, 0)
         self._next_id = 1
         self._paused = False
+        self._held_back: set[Any] = set()
         self._kept: dict[int, tuple[int, dict[tuple[str, str], tuple[float, int]]]] = {}
         self._last_commit = 0.0
         self._dirty = False
@@ -295,7 +306,8 @@ class KafkaWork:
         while True:
             self._apply_back_pressure()
             try:
-                room = max(1, min(1000, self.max_held - len(self._held)))
+                # A fetch may run a partition past max_ahead by at most half of it.
+                room = max(1, min(1000, self.max_ahead // 2, self.max_held - len(self._held)))
                 batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=room)
             except KafkaError as error:
                 self.note(logging.WARNING, "reading from Kafka failed", {"error": str(error)})
@@ -318,20 +330,38 @@ class KafkaWork:
                 await self._commit()
 
     def _apply_back_pressure(self) -> None:
-        assigned = list(self._consumer.assignment())
-        if len(self._held) >= self.max_held:
-            if assigned:
-                self._consumer.pause(*assigned)
-            if not self._paused:
-                self.note(
-                    logging.INFO,
-                    "fetching paused: the worker holds as many events as it may",
-                    {"held": len(self._held), "max_held": self.max_held},
-                )
-            self._paused = True
-        elif self._paused and len(self._held) < self.max_held * 0.8:
-            self._consumer.resume(*assigned)
-            self._paused = False
+        """Pause fetching where it must wait.
+
+        Every partition while ``max_held`` events are held; each partition whose reading ran
+        ``max_ahead`` events past its oldest unsettled event, until that event is settled.
+        """
+        assigned = set(self._consumer.assignment())
+        full = len(self._held) >= self.max_held or (
+            self._paused and len(self._held) >= self.max_held * 0.8
+        )
+        if full and not self._paused:
+            self.note(
+                logging.INFO,
+                "fetching paused: the worker holds as many events as it may",
+                {"held": len(self._held), "max_held": self.max_held},
+            )
+        self._paused = full
+        ahead = {
+            part.topic_partition for part in self._parts.values() if _ahead(part) >= self.max_ahead
+        }
+        for topic_partition in ahead - self._held_back:
+            self.note(
+                logging.INFO,
+                "a partition waits for its oldest unsettled event before reading further",
+                {"partition": topic_partition.partition, "max_ahead": self.max_ahead},
+            )
+        self._held_back = ahead
+        stopped = assigned if full else ahead & assigned
+        paused = set(self._consumer.paused())
+        if stopped - paused:
+            self._consumer.pause(*(stopped - paused))
+        if (paused & assigned) - stopped:
+            self._consumer.resume(*((paused & assigned) - stopped))
 
     def _take(self, part: _Partition, record: Any) -> int:
         """Hold one record of ``part``; return 1 when it can be claimed, else 0."""
@@ -790,6 +820,13 @@ def _dead_record(held: _Held, settlement: Settlement, destination: str) -> Recor
         index=incoming.index,
         destination=incoming.destination or destination,
     )
+
+
+def _ahead(part: _Partition) -> int:
+    """How far the reading of ``part`` has run past its oldest unsettled event."""
+    if not part.open or part.position is None:
+        return 0
+    return part.position - min(part.open)
 
 
 def _listener(work: KafkaWork) -> Any:
