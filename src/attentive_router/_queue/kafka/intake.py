@@ -25,6 +25,24 @@ PING_EVERY = 5.0
 """Seconds between two checks that the brokers answer (for ``/healthz``)."""
 
 
+async def send_events(
+    producer: Any, settings: KafkaSettings, destination: str, events: Sequence[NewEvent]
+) -> list[Any]:
+    """Hand ``events`` to ``producer`` for the events topic; return their acknowledgements.
+
+    Each record is keyed by destination and user, so that one user's events share a partition.
+    """
+    return [
+        await producer.send(
+            settings.events_topic,
+            value=event.event,
+            key=record_key(destination, event.user),
+            headers=event_headers(event, destination),
+        )
+        for event in events
+    ]
+
+
 class KafkaIntake:
     """The producer of one destination's events, on the caller's event loop.
 
@@ -89,15 +107,7 @@ class KafkaIntake:
 
         try:
             async with asyncio.timeout(self.ack_timeout):
-                sent = [
-                    await self._producer.send(
-                        self.settings.events_topic,
-                        value=event.event,
-                        key=record_key(self.destination, event.user),
-                        headers=event_headers(event, self.destination),
-                    )
-                    for event in events
-                ]
+                sent = await send_events(self._producer, self.settings, self.destination, events)
                 await asyncio.gather(*sent)
         except TimeoutError as error:
             self._unreachable(f"no acknowledgement within {self.ack_timeout:g} s")

@@ -56,11 +56,10 @@ from attentive_router._queue.kafka.codec import (
     Incoming,
     UnreadableRecordError,
     dead_letter_value,
-    event_headers,
     read_event,
-    record_key,
 )
 from attentive_router._queue.kafka.dead_letters import KafkaDeadLetters
+from attentive_router._queue.kafka.intake import send_events
 from attentive_router._queue.kafka.reading import read_range
 from attentive_router._queue.kafka.runner import Runner
 from attentive_router._queue.kafka.settings import (
@@ -761,16 +760,8 @@ class KafkaWork:
     async def _put_many(
         self, batches: Sequence[tuple[Sequence[NewEvent], float]]
     ) -> list[Enqueued]:
-        sent = [
-            await self._producer.send(
-                self.settings.events_topic,
-                value=event.event,
-                key=record_key(self.destination, event.user),
-                headers=event_headers(event, self.destination),
-            )
-            for events, _now in batches
-            for event in events
-        ]
+        flat = [event for batch, _now in batches for event in batch]
+        sent = await send_events(self._producer, self.settings, self.destination, flat)
         await asyncio.wait_for(asyncio.gather(*sent), WAIT)
         return [
             Enqueued(
