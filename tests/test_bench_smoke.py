@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.kafka_broker import tansu_binary
+
+from attentive_router._sandbox.broker import tansu_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
