@@ -1,8 +1,16 @@
 """The queue interface between accepting events and delivering them.
 
-A queue holds every accepted event until it reaches a final state. Backends (the embedded
-SQLite one, a distributed one) implement ``Queue``; the sender and the commands only use this
-interface, and one shared test suite checks every backend against it.
+A queue holds every accepted event until it reaches a final state. The sender and the commands
+only use this interface, and one shared test suite checks every backend against it. Two
+backends implement it, each in its own shape:
+
+- the embedded one (``sqlite``) is a table: every event is a row whose state changes, kept
+  after it is settled, so every call applies;
+- the Kafka one (``kafka``) is a log: writers append (``kafka.intake``) and do not look for
+  duplicates; a delivery worker (``kafka.work``) holds its partitions' unsettled events in
+  memory behind ``claim``, ``settle``, ``release``, ``recover`` and ``next_due``, drops
+  duplicates as it reads, and commits offsets; ``records``, ``record`` and ``replay`` see the
+  dead letters only, and ``counts`` what the worker holds and settled since it started.
 
 The values here are plain data. Times are seconds since the epoch (floats), always passed in
 by the caller: a backend never reads the clock, so schedules can be tested without waiting.
