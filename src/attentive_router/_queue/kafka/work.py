@@ -233,6 +233,8 @@ class KafkaWork:
             max_poll_records=1000,
             session_timeout_ms=int(self.settings.session_timeout * 1000),
             heartbeat_interval_ms=max(100, int(self.settings.session_timeout * 1000 / 3)),
+            # A rebalance must wait for this worker's events in flight (REVOKE_GRACE).
+            rebalance_timeout_ms=int(max(self.settings.session_timeout, 2 * REVOKE_GRACE) * 1000),
         )
         await self._producer.start()
         await self._consumer.start()
