@@ -258,3 +258,17 @@ def test_checkpoint_every_moves_the_wal_into_the_file_off_the_writers_path(
         assert reopened.counts()[State.QUEUED] == 250
     finally:
         reopened.close()
+
+
+def test_an_event_for_another_destination_holds_back_none_of_this_ones(path: Path) -> None:
+    other = SQLiteQueue(path, destination="brand_b")
+    other.put([event("theirs", "shared-user")], T0)
+    other.close()
+    ours = SQLiteQueue(path, destination="brand_a")
+    try:
+        ours.put([event("mine", "shared-user", T0 + 1)], T0 + 1)
+        assert ours.next_due() == T0 + 1
+        assert [claim.key for claim in ours.claim(T0 + 1, 10)] == ["mine"]
+        assert ours.foreign() == {"brand_b": 1}  # still queued for its own destination
+    finally:
+        ours.close()

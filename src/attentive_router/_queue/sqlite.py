@@ -78,14 +78,17 @@ _ADDED_COLUMNS = {"input_line": "INTEGER", "input_index": "INTEGER", "destinatio
 
 # Due: queued, its time has come, recorded for this queue's destination (or for none), no
 # earlier event of the same user is still open, and no event of the user is in flight (a
-# replayed dead letter may be older than one in flight).
+# replayed dead letter may be older than one in flight). Order is kept per destination: an event
+# recorded for another destination (never sent from here) holds back none of this one's.
 _OURS = "(:destination IS NULL OR q.destination IS NULL OR q.destination = :destination)"
+_EARLIER_OURS = _OURS.replace("q.", "p.")
+_FLYING_OURS = _OURS.replace("q.", "f.")
 _DUE = f"""
     q.state = 0 AND q.next_attempt_at <= :now AND {_OURS} AND NOT EXISTS (
         SELECT 1 FROM events AS p
-        WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
+        WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1) AND {_EARLIER_OURS}
     ) AND NOT EXISTS (
-        SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
+        SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1 AND {_FLYING_OURS}
     )
 """  # noqa: S608 - constant SQL, values are bound
 
@@ -101,9 +104,10 @@ RETURNING id, key, event, received_at, attempts, throttles, first_attempt_at, do
 _NEXT_DUE = f"""
 SELECT min(q.next_attempt_at) FROM events AS q
 WHERE q.state = 0 AND {_OURS} AND NOT EXISTS (
-    SELECT 1 FROM events AS p WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1)
+    SELECT 1 FROM events AS p
+    WHERE p.user = q.user AND p.id < q.id AND p.state IN (0, 1) AND {_EARLIER_OURS}
 ) AND NOT EXISTS (
-    SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1
+    SELECT 1 FROM events AS f WHERE f.user = q.user AND f.state = 1 AND {_FLYING_OURS}
 )
 """  # noqa: S608 - constant SQL, values are bound
 
