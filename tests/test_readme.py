@@ -102,6 +102,7 @@ NOT_RUN = {
     "# /etc/systemd/system/attentive-router-deliver.service": "a systemd unit file",
     "# /etc/systemd/system/attentive-router-brands.service": "a systemd unit file",
     "# /etc/systemd/system/attentive-router-brands-deliver.service": "a systemd unit file",
+    "# /etc/systemd/system/attentive-router-worker.service": "a systemd unit file",
     "clients ──► load balancer": "a drawing of the scale-out topology",
 }
 
@@ -374,6 +375,7 @@ SYSTEMD_UNITS = (
     "# /etc/systemd/system/attentive-router-deliver.service",
     "# /etc/systemd/system/attentive-router-brands.service",
     "# /etc/systemd/system/attentive-router-brands-deliver.service",
+    "# /etc/systemd/system/attentive-router-worker.service",
 )
 
 
@@ -393,6 +395,9 @@ def test_the_systemd_units_are_valid(tmp_path: Path) -> None:
     # one serve for every destination of the file, or deliver --follow for every destination
     assert "serve --config /etc/attentive-router/deploy.toml" in block(SYSTEMD_UNITS[2]).text
     assert "deliver --follow --config" in block(SYSTEMD_UNITS[3]).text
+    assert (
+        "deliver --follow --config /etc/attentive-router/scale.toml" in block(SYSTEMD_UNITS[4]).text
+    )
     for marker in SYSTEMD_UNITS:
         [command] = re.findall(r"^ExecStart=\S+ (.*)$", block(marker).text, re.MULTILINE)
         parsed = build_parser().parse_args(shlex.split(command.replace("%d", "/run/creds")))
