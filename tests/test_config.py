@@ -10,11 +10,8 @@ are the ones loaded here, and its ``config check`` output is compared with the r
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Callable
@@ -24,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from tests.command import ROUTER_VARIABLES, run_command
 
 from attentive_router._cli.config import (
     MAPPED_EVENTS,
@@ -45,14 +43,7 @@ SECRETS = {
     "BRAND_A_WEBHOOK_SECRET": "whsec-brand-a-secret",
     "BRAND_A_SEGMENT_WRITE_KEY": "wk-brand-a-segment-secret",
 }
-CLEAN = (
-    "ATTENTIVE_API_TOKEN",
-    "ATTENTIVE_ROUTER_CONFIG",
-    "ATTENTIVE_ROUTER_QUEUE",
-    "ATTENTIVE_ROUTER_WRITE_KEYS",
-    "ATTENTIVE_ROUTER_WEBHOOK_SECRETS",
-    "ATTENTIVE_ROUTER_CORS_ORIGINS",
-)
+CLEAN = ROUTER_VARIABLES
 
 
 def readme_block(marker: str) -> str:
@@ -68,16 +59,7 @@ def readme_block(marker: str) -> str:
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Any:
-    environment = {k: v for k, v in os.environ.items() if k not in CLEAN and k not in SECRETS}
-    return subprocess.run(
-        [sys.executable, "-m", "attentive_router", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**environment, **(env or {})},
-        cwd=cwd,
-        check=False,
-    )
+    return run_command(*args, env=env, cwd=cwd, drop=SECRETS, timeout=60)
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:

@@ -7,10 +7,8 @@ destination side by side; the sandbox's records say which key every request carr
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -19,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.command import ROUTER_VARIABLES, run_command
 
 from attentive_router._cli.serve_process import ServeProcess
 from attentive_router._queue.interface import NewEvent, State
@@ -28,15 +27,7 @@ from attentive_router._sandbox.process import SandboxProcess
 CUSTOM_PATH = "/v1/events/custom"
 KEY_A = "brand-a-attentive-key"
 KEY_B = "brand-b-attentive-key"
-CLEAN = (
-    "ATTENTIVE_API_TOKEN",
-    "ATTENTIVE_ROUTER_CONFIG",
-    "ATTENTIVE_ROUTER_QUEUE",
-    "ATTENTIVE_ROUTER_WRITE_KEYS",
-    "ATTENTIVE_ROUTER_WEBHOOK_SECRETS",
-    "ATTENTIVE_ROUTER_CORS_ORIGINS",
-    "BRAND_B_ATTENTIVE_KEY",
-)
+CLEAN = (*ROUTER_VARIABLES, "BRAND_B_ATTENTIVE_KEY")
 
 
 @pytest.fixture(autouse=True)
@@ -46,15 +37,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    return subprocess.run(
-        [sys.executable, "-m", "attentive_router", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**environment, **(env or {})},
-        check=False,
-    )
+    return run_command(*args, env=env, drop=CLEAN)
 
 
 def two_brands(tmp_path: Path, url: str, *, key_a: str = KEY_A, more: str = "") -> Path:

@@ -11,41 +11,24 @@ saying what to use instead.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from tests.command import ROUTER_VARIABLES, run_command
 from tests.kafka_broker import Broker, free_port, running_broker
 
 from attentive_router._queue.interface import Record, State
 from attentive_router._queue.kafka.codec import dead_letter_value, read_event, record_key
 
-CLEAN = (
-    "ATTENTIVE_API_TOKEN",
-    "ATTENTIVE_ROUTER_CONFIG",
-    "ATTENTIVE_ROUTER_QUEUE",
-    "ATTENTIVE_ROUTER_WRITE_KEYS",
-    "KAFKA_PASSWORD",
-)
+CLEAN = (*ROUTER_VARIABLES, "KAFKA_PASSWORD")
 PASSWORD = "kafka-secret-password"
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
-    environment = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    return subprocess.run(
-        [sys.executable, "-m", "attentive_router", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**environment, **(env or {})},
-        cwd=cwd,
-        check=False,
-    )
+    return run_command(*args, env=env, cwd=cwd, drop=CLEAN, timeout=60)
 
 
 def write(path: Path, text: str) -> Path:

@@ -45,6 +45,7 @@ from typing import Any, Self
 import httpx
 import orjson
 import pytest
+from tests.command import ROUTER_VARIABLES, run_command
 from tests.delivery_harness import CUSTOM_PATH, custom_event
 from tests.kafka_broker import Broker, running_broker
 
@@ -59,14 +60,7 @@ CONCURRENCY = 4
 """Each worker's ``--concurrency``: it claims at most twice as many events at once."""
 CLAIMED = 2 * CONCURRENCY
 WRITE_KEY = "wk_scale_3b9e"
-CLEAN = (
-    "ATTENTIVE_API_TOKEN",
-    "ATTENTIVE_ROUTER_CONFIG",
-    "ATTENTIVE_ROUTER_QUEUE",
-    "ATTENTIVE_ROUTER_WRITE_KEYS",
-    "ATTENTIVE_ROUTER_WEBHOOK_SECRETS",
-    "ATTENTIVE_ROUTER_CORS_ORIGINS",
-)
+CLEAN = ROUTER_VARIABLES
 _prefixes = itertools.count()
 
 
@@ -83,13 +77,7 @@ def broker() -> Iterator[Broker]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "attentive_router", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_command(*args, timeout=60)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
