@@ -41,12 +41,15 @@ import contextlib
 import gc
 import math
 import os
+import random
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -670,6 +673,40 @@ def report_drain(result: DrainResult) -> None:
     )
 
 
+def memory_per_message_id(count: int, seed: int) -> float:
+    """Bytes a worker's memory of ``count`` messageIds (36-character UUIDs) takes, per id.
+
+    The ids fill a partition's memory as the worker keeps it (``(source, messageId) ->
+    (received_at, offset)``); ``tracemalloc`` counts what that allocates, the ids included.
+    """
+    from attentive_router._queue.kafka.work import _Partition  # noqa: PLC0415 - measured as is
+
+    rng = random.Random(seed)
+    numbers = [rng.getrandbits(128) for _ in range(count)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        # The id strings are made inside the count: a worker decodes each from its record.
+        part = _Partition(topic_partition=None, position=0, committed=0)
+        for offset, number in enumerate(numbers):
+            message_id = str(uuid.UUID(int=number))
+            part.seen["shop-web", message_id] = (1_800_000_000.0 + offset, offset)
+        allocated, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return allocated / count
+
+
+def report_memory(per_id: float, count: int) -> None:
+    """The memory of messageIds, as the README's figure."""
+    print()
+    print(
+        f"a worker's memory of messageIds: {per_id:,.0f} bytes per id ({count:,} ids of 36 "
+        "characters in one partition's memory, counted by tracemalloc); the window's ids of "
+        "every partition a worker holds stay in memory"
+    )
+
+
 def _config(directory: Path) -> Path:
     path = directory / "bench-kafka.toml"
     path.write_text(f"[kafka]\nsession_timeout = {SESSION_TIMEOUT}\npartitions = {PARTITIONS}\n")
@@ -709,6 +746,8 @@ def run(  # noqa: PLR0917 - the sizes of the three parts
             events, rounds, seed, broker=broker, url=url, directory=directory
         )
         drain_result = measure_drain(rate, window, users, seed, broker, directory, config)
+    ids = min(100_000, 20 * events)
+    per_id = memory_per_message_id(ids, seed)
     _progress(f"kafka: measured in {time.perf_counter() - started:.0f} s")
     print(system.machine())
     print(f"broker: Tansu ({binary.parent.parent.name}), memory storage, on 127.0.0.1")
@@ -716,4 +755,5 @@ def run(  # noqa: PLR0917 - the sizes of the three parts
     print(f"load average at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
     durable = report_ingest(ingest_result)
     report_drain(drain_result)
+    report_memory(per_id, ids)
     return 0 if durable else 1

@@ -255,7 +255,9 @@ class Cluster:
         if not self.record.exists():
             return []
         found = []
-        for line in self.record.read_bytes().splitlines():
+        written = self.record.read_bytes()
+        # The sandbox may be writing a line right now: only lines it has ended count yet.
+        for line in written[: written.rfind(b"\n") + 1].splitlines():
             record = orjson.loads(line)
             if record["path"] == CUSTOM_PATH:
                 found.append(record)

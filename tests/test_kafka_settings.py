@@ -62,8 +62,8 @@ def test_a_queue_text_is_read_before_it_becomes_a_path() -> None:
     assert queue_identity(parse_url("kafka://a/p")) != queue_identity(parse_url("kafka://a/q"))
 
 
-def test_with_security_keeps_what_is_not_given() -> None:
-    settings = parse_url("kafka://h/p").with_security(
+def test_with_options_keeps_what_is_not_given() -> None:
+    settings = parse_url("kafka://h/p").with_options(
         security_protocol="SASL_SSL", sasl_username="u", partitions=None
     )
     assert settings.security_protocol == "SASL_SSL"
@@ -73,7 +73,7 @@ def test_with_security_keeps_what_is_not_given() -> None:
 
 
 def _sasl(**more: object) -> KafkaSettings:
-    return parse_url("kafka://h/p").with_security(
+    return parse_url("kafka://h/p").with_options(
         security_protocol="SASL_SSL",
         sasl_mechanism="SCRAM-SHA-256",
         sasl_username="router",
@@ -86,18 +86,18 @@ def test_problems() -> None:
     assert parse_url("kafka://h/p").problems({}) == []
     assert _sasl().problems({"KAFKA_PW": "pw"}) == []
     assert _sasl().problems({}) == ["$KAFKA_PW (the SASL password) is not set"]
-    missing = parse_url("kafka://h/p").with_security(security_protocol="SASL_PLAINTEXT")
+    missing = parse_url("kafka://h/p").with_options(security_protocol="SASL_PLAINTEXT")
     assert missing.problems({}) == [
         "security_protocol SASL_PLAINTEXT needs sasl_mechanism and sasl_username",
         "a SASL protocol needs sasl_password_env: the variable with the password",
     ]
-    stray = parse_url("kafka://h/p").with_security(sasl_username="u")
+    stray = parse_url("kafka://h/p").with_options(sasl_username="u")
     assert stray.problems({}) == [
         "sasl settings are only used with SASL_PLAINTEXT or SASL_SSL, not PLAINTEXT"
     ]
-    no_file = parse_url("kafka://h/p").with_security(ssl_cafile="/nonexistent/ca.pem")
+    no_file = parse_url("kafka://h/p").with_options(ssl_cafile="/nonexistent/ca.pem")
     assert no_file.problems({}) == ["ssl_cafile /nonexistent/ca.pem is not a readable file"]
-    sizes = parse_url("kafka://h/p").with_security(partitions=0, replication_factor=0)
+    sizes = parse_url("kafka://h/p").with_options(partitions=0, replication_factor=0)
     assert sizes.problems({}) == [
         "partitions must be at least 1",
         "replication_factor must be at least 1",
@@ -117,6 +117,6 @@ def test_client_options() -> None:
     assert secure["sasl_mechanism"] == "SCRAM-SHA-256"
     assert secure["sasl_plain_username"] == "router"
     assert secure["sasl_plain_password"] == "pw"
-    tls = parse_url("kafka://a/p").with_security(security_protocol="SSL").client_options({})
+    tls = parse_url("kafka://a/p").with_options(security_protocol="SSL").client_options({})
     assert isinstance(tls["ssl_context"], ssl.SSLContext)
     assert "sasl_mechanism" not in tls

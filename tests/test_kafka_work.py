@@ -31,7 +31,7 @@ def broker() -> Iterator[Broker]:
 @pytest.fixture
 def queue(broker: Broker) -> KafkaSettings:
     settings = parse_url(broker.url(f"work{next(_prefixes)}-{time.time_ns()}"))
-    settings = settings.with_security(partitions=4, session_timeout=3.0)
+    settings = settings.with_options(partitions=4, session_timeout=3.0)
     asyncio.run(ensure_topics(settings))
     return settings
 
@@ -255,7 +255,7 @@ def test_a_rebalance_lets_events_in_flight_finish_so_nobody_sends_them_again(
 def test_a_partition_waits_for_its_oldest_unsettled_event_past_max_ahead(
     broker: Broker,
 ) -> None:
-    settings = parse_url(broker.url(f"ahead-{time.time_ns()}")).with_security(
+    settings = parse_url(broker.url(f"ahead-{time.time_ns()}")).with_options(
         partitions=1, session_timeout=3.0
     )
     asyncio.run(ensure_topics(settings))

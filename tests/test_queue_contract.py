@@ -111,7 +111,7 @@ _broker: list[Broker] = []
 def _kafka(directory: Path, **options: Any) -> Queue:
     (broker,) = _broker
     name = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
-    settings: KafkaSettings = parse_url(broker.url(f"contract-{name}")).with_security(
+    settings: KafkaSettings = parse_url(broker.url(f"contract-{name}")).with_options(
         partitions=1, session_timeout=2.0
     )
     asyncio.run(ensure_topics(settings))

@@ -95,7 +95,7 @@ class KafkaSection:
     session_timeout: Positive | None = None
 
     def options(self) -> dict[str, object]:
-        """The keyword arguments of ``KafkaSettings.with_security`` (None: not in the file)."""
+        """The keyword arguments of ``KafkaSettings.with_options`` (None: not in the file)."""
         return {
             "security_protocol": self.security_protocol,
             "sasl_mechanism": self.sasl_mechanism,
@@ -209,7 +209,7 @@ class LoadedConfig:
     def with_kafka(self, queue: QueueAddress | None) -> QueueAddress | None:
         """``queue`` with the ``[kafka]`` table's settings when it is a Kafka queue."""
         if isinstance(queue, KafkaSettings):
-            return queue.with_security(**self.file.kafka.options())
+            return queue.with_options(**self.file.kafka.options())
         return queue
 
     def kafka_queues(self) -> list[KafkaSettings]:
@@ -221,7 +221,7 @@ class LoadedConfig:
         ):
             if isinstance(queue, KafkaSettings):
                 found.setdefault(
-                    queue_identity(queue), queue.with_security(**self.file.kafka.options())
+                    queue_identity(queue), queue.with_options(**self.file.kafka.options())
                 )
         return list(found.values())
 
@@ -573,7 +573,7 @@ def _kafka_checks(section: KafkaSection) -> Iterator[tuple[str, str]]:
     """Mistakes in ``[kafka]`` that the file alone shows (its variable and its CA file aside)."""
     options = {**section.options(), "ssl_cafile": None}
     placeholder = KafkaSettings(bootstrap=("localhost:9092",), prefix="check")
-    settings = placeholder.with_security(**options)
+    settings = placeholder.with_options(**options)
     # The password's variable is looked at where the queue is used, as API keys are.
     environ = {str(section.sasl_password_env): "set"} if section.sasl_password_env else {}
     for problem in settings.problems(environ):

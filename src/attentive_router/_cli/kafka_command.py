@@ -7,8 +7,6 @@ import os
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from attrs import evolve
-
 from attentive_router._cli.delivery import CONFIG_ENV, PROG, QUEUE_ENV, config_file_options
 from attentive_router._cli.numbers import at_least_one
 from attentive_router._cli.queue_address import queue_argument, quiet_client_logs
@@ -193,11 +191,9 @@ def _file_queues(
 
 def _sized(queue: KafkaSettings, args: argparse.Namespace) -> KafkaSettings:
     """The queue with ``--partitions`` and ``--replication-factor`` when they are given."""
-    if args.partitions is not None:
-        queue = evolve(queue, partitions=args.partitions)
-    if args.replication_factor is not None:
-        queue = evolve(queue, replication_factor=args.replication_factor)
-    return queue
+    return queue.with_options(
+        partitions=args.partitions, replication_factor=args.replication_factor
+    )
 
 
 def _plural(count: int, word: str) -> str:

@@ -15,7 +15,10 @@ from attentive_router._queue.kafka.settings import (
     KafkaUrlError,
     is_kafka,
     parse_url,
+    queue_text,
 )
+
+__all__ = ["QueueAddress", "parse_queue", "queue_argument", "queue_identity", "queue_text"]
 
 QueueAddress = Path | KafkaSettings
 """A resolved queue: a SQLite file, or a Kafka queue."""
@@ -42,11 +45,6 @@ def queue_argument(text: str) -> QueueAddress:
         return parse_queue(text)
     except KafkaUrlError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def queue_text(queue: QueueAddress) -> str:
-    """The queue as ``--queue`` takes it (a Kafka address never carries a secret)."""
-    return queue.url if isinstance(queue, KafkaSettings) else str(queue)
 
 
 def queue_identity(queue: QueueAddress | None) -> object:

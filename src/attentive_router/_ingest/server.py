@@ -87,7 +87,7 @@ from attentive_router._ingest.parse import (
 from attentive_router._queue.group import Commits
 from attentive_router._queue.interface import CommitMode, QueueError, State
 from attentive_router._queue.kafka.intake import KafkaIntake
-from attentive_router._queue.kafka.settings import KafkaSettings
+from attentive_router._queue.kafka.settings import KafkaSettings, queue_text
 from attentive_router._queue.sqlite import SQLiteQueue
 
 T = TypeVar("T")
@@ -466,7 +466,7 @@ class Ingest:
             snapshots[delivery.name] = QueueSnapshot(counts, age)
         paused = {d.name for d in self.deliveries if d.paused is not None}
         kafka = {
-            d.name: KafkaSnapshot(d.intake.reachable)
+            d.name: KafkaSnapshot(d.intake.reach.reachable)
             for d in self.deliveries
             if d.intake is not None
         }
@@ -752,12 +752,13 @@ def _destination_health(delivery: _Delivery) -> dict[str, Any]:
         body["other_destinations"] = foreign
     intake = delivery.intake
     if intake is not None:
-        broker: dict[str, Any] = {"queue": intake.settings.url, "reachable": intake.reachable}
-        if intake.checked_at is not None:
-            broker["checked_at"] = _iso(intake.checked_at)
-        if not intake.reachable:
+        reach = intake.reach
+        broker: dict[str, Any] = {"queue": intake.settings.url, "reachable": reach.reachable}
+        if reach.checked_at is not None:
+            broker["checked_at"] = _iso(reach.checked_at)
+        if not reach.reachable:
             body["status"] = "degraded"
-            broker["problem"] = intake.problem or "no broker answered"
+            broker["problem"] = reach.problem or "no broker answered"
         body["kafka"] = broker
     return {"name": delivery.name, **body}
 
@@ -991,9 +992,9 @@ async def _serve(
             write_keys=sorted(set(settings.keys.values())),
             webhook_secrets=sorted(set(settings.webhook_secrets.values())),
             delivery=mode,
-            queue=_shown(settings.queue) if not settings.destinations else None,
+            queue=queue_text(settings.queue) if not settings.destinations else None,
             destinations={
-                route.name: {"queue": _shown(route.queue), "sources": sorted(route.sources)}
+                route.name: {"queue": queue_text(route.queue), "sources": sorted(route.sources)}
                 for route in settings.routes()
             },
             cors_origins=list(settings.cors_origins),
@@ -1056,11 +1057,6 @@ async def _serve(
         attentive_requests=sum(d.stats.requests for d in deliveries),
     )
     return 0
-
-
-def _shown(queue: Path | KafkaSettings) -> str:
-    """A queue as logs show it (a Kafka queue's address carries no secret)."""
-    return queue.url if isinstance(queue, KafkaSettings) else str(queue)
 
 
 def _bind(host: str, port: int) -> socket.socket:

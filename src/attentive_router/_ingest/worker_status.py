@@ -58,14 +58,14 @@ class WorkerStatus:
         body["kafka"] = {
             "queue": work.settings.url,
             "group": work.settings.group,
-            "reachable": work.reachable,
+            "reachable": work.reach.reachable,
             "partitions": [lag.partition for lag in lags],
             "share": round(work.share, 4),
             "lag": sum(lag.lag or 0 for lag in lags),
         }
-        if not work.reachable:
+        if not work.reach.reachable:
             body["status"] = "degraded"
-            body["kafka"]["problem"] = work.problem or "no broker answered"
+            body["kafka"]["problem"] = work.reach.problem or "no broker answered"
         if self.keys.paused is not None:
             body["status"] = "degraded"
             body["problem"] = self.keys.paused.explain(self.keys.remedy)
@@ -84,7 +84,7 @@ class WorkerStatus:
             counts, oldest, lags = None, None, []
         age = None if oldest is None else max(0.0, time.time() - oldest)
         kafka = KafkaSnapshot(
-            work.reachable,
+            work.reach.reachable,
             tuple(lags),
             oldest_unsettled_age=age,
             duplicates=work.duplicates,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from attentive_router._queue.interface import QueueError, Record, State
+from attentive_router._queue.interface import Record, State
 from attentive_router._queue.kafka.codec import (
     UnreadableRecordError,
     read_dead_letter,
@@ -67,14 +67,10 @@ class KafkaDeadLetters:
         self.destination = destination
         self._own = runner is None
         self._runner = runner or Runner("kafka-dead-letters")
+        self._where = f"Kafka at {','.join(settings.bootstrap)}"
 
     def _letters(self) -> dict[str, Record]:
-        try:
-            return self._runner.run(read_dead_letters(self.settings), WAIT * 2)
-        except QueueError:
-            raise
-        except Exception as error:
-            raise QueueError(f"Kafka at {','.join(self.settings.bootstrap)}: {error}") from error
+        return self._runner.call(read_dead_letters(self.settings), WAIT * 2, self._where)
 
     def records(self, state: State | None = None, limit: int = 100, after: int = 0) -> list[Record]:
         """Dead letters with ids above ``after`` (a Kafka queue keeps no other records)."""
@@ -102,14 +98,7 @@ class KafkaDeadLetters:
             key: record for key, record in letters.items() if chosen is None or record.id in chosen
         }
         if picked:
-            try:
-                self._runner.run(self._replay(picked), WAIT * 2)
-            except QueueError:
-                raise
-            except Exception as error:
-                raise QueueError(
-                    f"Kafka at {','.join(self.settings.bootstrap)}: {error}"
-                ) from error
+            self._runner.call(self._replay(picked), WAIT * 2, self._where)
         return len(picked)
 
     async def _replay(self, picked: dict[str, Record]) -> None:

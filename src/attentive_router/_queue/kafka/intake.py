@@ -13,16 +13,13 @@ share no memory; the delivery workers, which read each partition in order, drop 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from attentive_router._queue.interface import Enqueued, NewEvent, QueueError
 from attentive_router._queue.kafka.codec import event_headers, record_key
+from attentive_router._queue.kafka.reach import PING_EVERY, Reach
 from attentive_router._queue.kafka.settings import KafkaSettings
-
-PING_EVERY = 5.0
-"""Seconds between two checks that the brokers answer (for ``/healthz``)."""
 
 
 async def send_events(
@@ -56,11 +53,8 @@ class KafkaIntake:
         self.settings = settings
         self.destination = destination
         self.ack_timeout = ack_timeout
-        self.reachable = False
+        self.reach = Reach()
         """Whether the brokers answered the last check (or the last write)."""
-        self.checked_at: float | None = None
-        self.problem: str | None = None
-        """Why the brokers were not reachable at the last check, or None."""
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -94,8 +88,7 @@ class KafkaIntake:
                 f"{self.settings.url}: the topic {self.settings.events_topic} does not exist; "
                 f"create the topics with `attentive-router kafka init --queue {self.settings.url}`"
             )
-        self.reachable = True
-        self.checked_at = time.time()
+        self.reach.answered()
 
     async def put(self, events: Sequence[NewEvent], now: float) -> Enqueued:  # noqa: ARG002 - as the committers
         """Write ``events`` and wait until the brokers acknowledged every one.
@@ -110,44 +103,24 @@ class KafkaIntake:
                 sent = await send_events(self._producer, self.settings, self.destination, events)
                 await asyncio.gather(*sent)
         except TimeoutError as error:
-            self._unreachable(f"no acknowledgement within {self.ack_timeout:g} s")
+            self.reach.unanswered(f"no acknowledgement within {self.ack_timeout:g} s")
             raise QueueError(
                 f"Kafka did not acknowledge the events within {self.ack_timeout:g} s"
             ) from error
         except KafkaError as error:
-            self._unreachable(str(error) or type(error).__name__)
+            self.reach.unanswered(str(error) or type(error).__name__)
             raise QueueError(f"Kafka refused the events: {error}") from error
-        self.reachable = True
-        self.problem = None
+        self.reach.answered()
         return Enqueued(
             accepted=len(events),
             duplicates=0,
             rejected=tuple(event.rejected[0] for event in events if event.rejected),
         )
 
-    def _unreachable(self, problem: str) -> None:
-        self.reachable = False
-        self.problem = problem
-        self.checked_at = time.time()
-
-    async def ping(self) -> bool:
-        """Ask the brokers for metadata; remember and return whether they answered."""
-        from aiokafka.errors import KafkaError  # noqa: PLC0415 - Kafka only
-
-        try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), PING_EVERY / 2)
-        except (KafkaError, TimeoutError, OSError) as error:
-            self._unreachable(f"no broker answered: {error or type(error).__name__}")
-        else:
-            self.reachable = True
-            self.problem = None
-            self.checked_at = time.time()
-        return self.reachable
-
     async def watch(self, stop: asyncio.Event) -> None:
         """Check the brokers every ``PING_EVERY`` seconds until ``stop``."""
         while not stop.is_set():
-            await self.ping()
+            await self.reach.ping(self._producer)
             try:
                 await asyncio.wait_for(stop.wait(), PING_EVERY)
             except TimeoutError:

@@ -40,6 +40,20 @@ class Runner:
             future.cancel()
             raise QueueError(f"Kafka did not answer within {timeout:g} s") from error
 
+    def call(self, coroutine: Coroutine[Any, Any, T], wait: float, where: str) -> T:
+        """``run``, with any failure of the Kafka clients reported as the queue failing.
+
+        Raises:
+            QueueError: The coroutine failed (the message starts with ``where``), or did not
+                finish within ``wait`` seconds.
+        """
+        try:
+            return self.run(coroutine, wait)
+        except QueueError:
+            raise
+        except Exception as error:
+            raise QueueError(f"{where}: {error}") from error
+
     def stop(self) -> None:
         """Stop the loop and its thread (after the caller has closed its clients)."""
         if self.loop.is_closed():

@@ -107,8 +107,8 @@ class KafkaSettings:
         """The queue's address, as ``--queue`` takes it (never carries a secret)."""
         return f"{SCHEME}{','.join(self.bootstrap)}/{self.prefix}"
 
-    def with_security(self, **options: Any) -> KafkaSettings:
-        """These settings with the ``[kafka]`` table's values (None: unchanged)."""
+    def with_options(self, **options: Any) -> KafkaSettings:
+        """These settings with the given values instead (None: unchanged), e.g. ``[kafka]``'s."""
         return evolve(self, **{k: v for k, v in options.items() if v is not None})
 
     def problems(self, environ: dict[str, str] | None = None) -> list[str]:
@@ -156,6 +156,11 @@ class KafkaSettings:
             options["sasl_plain_username"] = self.sasl_username
             options["sasl_plain_password"] = environ.get(self.sasl_password_env or "", "")
         return options
+
+
+def queue_text(queue: Path | KafkaSettings) -> str:
+    """A queue as ``--queue`` takes it, for messages and logs (a Kafka address has no secret)."""
+    return queue.url if isinstance(queue, KafkaSettings) else str(queue)
 
 
 def is_kafka(text: str) -> bool:

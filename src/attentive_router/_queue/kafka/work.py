@@ -60,6 +60,7 @@ from attentive_router._queue.kafka.codec import (
 )
 from attentive_router._queue.kafka.dead_letters import KafkaDeadLetters
 from attentive_router._queue.kafka.intake import send_events
+from attentive_router._queue.kafka.reach import PING_EVERY, Reach
 from attentive_router._queue.kafka.reading import read_range
 from attentive_router._queue.kafka.runner import Runner
 from attentive_router._queue.kafka.settings import (
@@ -73,8 +74,6 @@ COMMIT_INTERVAL = 0.5
 FETCH_WAIT_MS = 200
 REVOKE_GRACE = 5.0
 """Seconds a rebalance waits for the events in flight of the partitions leaving this worker."""
-PING_EVERY = 5.0
-"""Seconds between two checks that the brokers answer."""
 WAIT = 20.0
 """Seconds a blocking call waits for the worker's loop (or the brokers) before giving up."""
 
@@ -186,10 +185,8 @@ class KafkaWork:
         self.foreign = 0
         """Events recorded for another destination (not delivered by this worker)."""
         self.share = 0.0
-        self.reachable = False
+        self.reach = Reach()
         """Whether the brokers answered the last check (every ``PING_EVERY`` seconds)."""
-        self.problem: str | None = None
-        """Why they did not, or None."""
         self._runner = Runner("kafka-work")
         self._dead_letters = KafkaDeadLetters(settings, destination, self._runner)
         self._consumer: Any = None
@@ -245,7 +242,7 @@ class KafkaWork:
                 f"create the topics with `attentive-router kafka init --queue {self.settings.url}`"
             )
         self._consumer.subscribe([self.settings.events_topic], listener=_listener(self))
-        self.reachable = True
+        self.reach.answered()
         self._fetching = asyncio.create_task(self._fetch_forever())
         self._pinging = asyncio.create_task(self._ping_forever())
 
@@ -274,32 +271,19 @@ class KafkaWork:
             await self._producer.stop()
 
     def _call(self, coroutine: Any, wait: float = WAIT) -> Any:
-        try:
-            return self._runner.run(coroutine, wait)
-        except QueueError:
-            raise
-        except Exception as error:
-            raise QueueError(f"Kafka at {','.join(self.settings.bootstrap)}: {error}") from error
+        return self._runner.call(coroutine, wait, f"Kafka at {','.join(self.settings.bootstrap)}")
 
     # -- reading the partitions --------------------------------------------------------------
 
     async def _ping_forever(self) -> None:
-        from aiokafka.errors import KafkaError  # noqa: PLC0415 - Kafka only
-
         while True:
             await asyncio.sleep(PING_EVERY)
-            try:
-                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), PING_EVERY / 2)
-            except (KafkaError, TimeoutError, OSError) as error:
-                if self.reachable:
-                    self.note(logging.WARNING, "Kafka does not answer", {"error": str(error)})
-                self.reachable = False
-                self.problem = f"no broker answered: {error or type(error).__name__}"
+            if not await self.reach.ping(self._producer):
+                continue
+            if self.reach.reachable:
+                self.note(logging.INFO, "Kafka answers again", {})
             else:
-                if not self.reachable:
-                    self.note(logging.INFO, "Kafka answers again", {})
-                self.reachable = True
-                self.problem = None
+                self.note(logging.WARNING, "Kafka does not answer", {"error": self.reach.problem})
 
     async def _fetch_forever(self) -> None:
         from aiokafka.errors import KafkaError  # noqa: PLC0415 - Kafka only
