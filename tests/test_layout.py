@@ -1,7 +1,8 @@
 """The package's layout holds: one subpackage per stage, imports only go down, no cycles.
 
-The stages, from the bottom: ``_transform`` (pure) ← ``_queue`` ← ``_delivery`` ← ``_ingest`` ←
-``_cli``; ``_sandbox`` stands beside them and uses only the transform. The graph is read from the
+The stages, from the bottom: ``_transform`` (pure) ← ``_queue`` ← ``_delivery`` ← ``_console`` ←
+``_ingest`` ← ``_cli``; ``_sandbox`` stands beside them and uses only the transform. The graph is
+read from the
 code's own imports (``ast``, every ``import`` statement, also those inside functions and under
 ``TYPE_CHECKING``), so a new module or import that breaks the layout fails here.
 """
@@ -21,9 +22,10 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "_transform": frozenset(),
     "_queue": frozenset({"_transform"}),
     "_delivery": frozenset({"_queue", "_transform"}),
-    "_ingest": frozenset({"_delivery", "_queue", "_transform"}),
+    "_console": frozenset({"_delivery", "_queue", "_transform"}),
+    "_ingest": frozenset({"_console", "_delivery", "_queue", "_transform"}),
     "_sandbox": frozenset({"_transform"}),
-    "_cli": frozenset({"_ingest", "_delivery", "_queue", "_sandbox", "_transform"}),
+    "_cli": frozenset({"_ingest", "_console", "_delivery", "_queue", "_sandbox", "_transform"}),
     # The package itself re-exports the public API, which is the transform's.
     "": frozenset({"_transform"}),
     "__main__": frozenset({"_cli"}),

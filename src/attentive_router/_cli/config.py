@@ -120,6 +120,8 @@ class ServeSection:
     analytics_js: Path | None = None
     webhook_secret_env: dict[str, EnvName] = field(factory=dict)
     """Source name -> the variable holding its Segment Webhooks destination's shared secret."""
+    console_token_env: EnvName | None = None
+    """The variable holding the operator console's token (no console when not given)."""
     dedupe_window: NonNegative | None = None
     lock_timeout: NonNegative | None = None
     grace: NonNegative | None = None

@@ -63,6 +63,7 @@ key_retry_interval = 300   # seconds between checks of a refused API key
 commit = "group"           # group: waiting requests share a transaction; per-request
 log_level = "info"         # debug, info, warning, error
 log_format = "json"        # json, text
+# console_token_env = "ATTENTIVE_ROUTER_CONSOLE_TOKEN"  # the operator console's token (/console)
 
 # Source name = the variable holding the shared secret of its Segment Webhooks destination.
 [serve.webhook_secret_env]

@@ -28,7 +28,12 @@ from attentive_router._cli.config import (
 )
 from attentive_router._cli.delivery import CONFIG_ENV, QUEUE_ENV, TOKEN_ENV
 from attentive_router._cli.queue_address import parse_queue
-from attentive_router._cli.serve import CORS_ENV, WEBHOOK_SECRETS_ENV, WRITE_KEYS_ENV
+from attentive_router._cli.serve import (
+    CONSOLE_TOKEN_ENV,
+    CORS_ENV,
+    WEBHOOK_SECRETS_ENV,
+    WRITE_KEYS_ENV,
+)
 from attentive_router._queue.kafka.settings import KafkaSettings, KafkaUrlError
 from attentive_router._transform.options import Config
 
@@ -457,6 +462,29 @@ def _ingest_rows(  # noqa: PLR0913, PLR0917 - the pieces of one decision
     return keys, secrets, rows
 
 
+def _console_rows(
+    args: argparse.Namespace,
+    given: set[str],
+    loaded: LoadedConfig | None,
+    environ: Mapping[str, str],
+    problems: list[str],
+) -> list[Row]:
+    """Where the console token comes from; one from the file's variable goes into ``args``."""
+    if "console_token" in given:
+        return [Row("serve.console_token_env", MASK, "flag --console-token")]
+    if environ.get(CONSOLE_TOKEN_ENV, "").strip():
+        return [Row("serve.console_token_env", MASK, f"env ${CONSOLE_TOKEN_ENV}")]
+    env = None if loaded is None else loaded.file.serve.console_token_env
+    if env is None:
+        return []
+    token = environ.get(str(env), "").strip()
+    if not token:
+        problems.append(f"serve.console_token_env: ${env} is not set")
+        return [Row("serve.console_token_env", "(not set)", f"env ${env}")]
+    args.console_token = token
+    return [Row("serve.console_token_env", MASK, f"env ${env}")]
+
+
 def load_config(
     args: argparse.Namespace, environ: Mapping[str, str]
 ) -> tuple[LoadedConfig | None, str | None]:
@@ -518,6 +546,7 @@ def resolve(
             args.write_key = keys
         if secrets is not None:
             args.webhook_secret = secrets
+        rows += _console_rows(args, given, loaded, environ, found)
     rows += destination_rows
     if loaded is not None:
         rows += kafka_rows(loaded, environ)

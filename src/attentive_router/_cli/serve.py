@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 WRITE_KEYS_ENV = "ATTENTIVE_ROUTER_WRITE_KEYS"
 WEBHOOK_SECRETS_ENV = "ATTENTIVE_ROUTER_WEBHOOK_SECRETS"
 CORS_ENV = "ATTENTIVE_ROUTER_CORS_ORIGINS"
+CONSOLE_TOKEN_ENV = "ATTENTIVE_ROUTER_CONSOLE_TOKEN"  # noqa: S105 - a variable's name
 
 SERVE_EPILOG = f"""\
 endpoints (Segment's HTTP Tracking API and Webhooks destination):
@@ -42,6 +43,7 @@ endpoints (Segment's HTTP Tracking API and Webhooks destination):
   GET  /analytics.js/v1/WRITE_KEY/analytics.min.js    the library itself (--analytics-js)
   POST /v1/webhook   Segment's Webhooks destination: one event or an array of up to 4,000
   GET  /healthz   GET /metrics (Prometheus)
+  GET  /console   the operator console, with --console-token (else 404)
 
 The write key is the user name of HTTP Basic auth, or "writeKey" in the body. On /v1/webhook an
 X-Signature header (HMAC-SHA1 of the body with a --webhook-secret) authenticates instead; a
@@ -212,6 +214,15 @@ def add_serve_options(serve: argparse.ArgumentParser, config_options: ConfigOpti
         default="json",
         help="log lines on stderr (default: %(default)s)",
     )
+    console = serve.add_argument_group("operator console (/console in a browser)")
+    console.add_argument(
+        "--console-token",
+        metavar="TOKEN",
+        help="turn the console on: people sign in with TOKEN (at least 16 characters, not a "
+        f"write key); it shows every event, so give it to operators only (default: "
+        f"${CONSOLE_TOKEN_ENV}; prefer it: command lines are visible to other users; "
+        "without either, /console answers 404)",
+    )
     _queue_option(serve)
     _target_options(serve)
     _delivery_options(serve, progress=False)
@@ -229,6 +240,10 @@ def run_serve_command(
     args: argparse.Namespace, config: Config, stdout: IO[str], stderr: IO[str]
 ) -> int:
     """``serve``: check the options, then run the server."""
+    from attentive_router._console.security import (  # noqa: PLC0415
+        ConsoleTokenError,
+        check_token,
+    )
     from attentive_router._ingest.browser import (  # noqa: PLC0415
         AnalyticsJs,
         AnalyticsJsError,
@@ -261,6 +276,13 @@ def run_serve_command(
     except ServeConfigError as error:
         print(f"{prog}: {error}", file=stderr)
         return 2
+    console_token = (args.console_token or os.environ.get(CONSOLE_TOKEN_ENV, "")).strip() or None
+    if console_token is not None:
+        try:
+            check_token(console_token, keys)
+        except ConsoleTokenError as error:
+            print(f"{prog}: --console-token: {error}", file=stderr)
+            return 2
     try:
         public_url = None if args.public_url is None else parse_public_url(args.public_url)
         analytics_js = None if args.analytics_js is None else AnalyticsJs(args.analytics_js)
@@ -309,6 +331,8 @@ def run_serve_command(
         key_retry=args.key_retry_interval,
         destinations=destinations,
         commit=args.commit,
+        config=config,
+        console_token=console_token,
     )
     return run_serve(settings, stdout, stderr)
 
@@ -325,7 +349,7 @@ def _destination(  # noqa: PLR0913, PLR0917 - the pieces of one destination
     from attentive_router._ingest.server import DestinationSettings  # noqa: PLC0415
 
     if args.no_deliver or isinstance(resolved.queue, KafkaSettings):
-        return DestinationSettings(name, resolved.queue, None, frozenset(sources))
+        return DestinationSettings(name, resolved.queue, None, frozenset(sources), config=config)
     key_source = _key_source(resolved, stderr)
     if key_source is None:
         print(
@@ -335,4 +359,6 @@ def _destination(  # noqa: PLR0913, PLR0917 - the pieces of one destination
         )
         return None
     sender = evolve(_settings(resolved, key_source.token, config), grace=args.grace)
-    return DestinationSettings(name, resolved.queue, sender, frozenset(sources), key_source)
+    return DestinationSettings(
+        name, resolved.queue, sender, frozenset(sources), key_source, config=config
+    )

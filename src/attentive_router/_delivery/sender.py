@@ -28,6 +28,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from attentive_router._delivery.defaults import DEFAULT_CONCURRENCY
 from attentive_router._delivery.health import Health, status_cause, transport_cause
+from attentive_router._delivery.observe import Observer
 from attentive_router._delivery.ratelimit import DEFAULT_RATE, DEFAULT_RATES, RateLimiter, Share
 from attentive_router._delivery.retry import RetryPolicy, Verdict, classify, parse_retry_after
 from attentive_router._queue.interface import (
@@ -182,6 +183,8 @@ class Sender:
         self.stats = Stats()
         self.health = Health(settings.base_url)
         self.paused: Paused | None = None
+        self.observer: Observer | None = None
+        """Told about every answer and verdict (the console's journal), when set."""
         self.in_flight = 0
         # Workers wait for their endpoint's rate limit without holding a connection: only
         # requests actually on the wire count against the concurrency.
@@ -358,6 +361,8 @@ class Sender:
             self._wake.set()
 
     def _count(self, settlement: Settlement) -> None:
+        if self.observer is not None:
+            self.observer.settled(settlement)
         label = settlement.state.label
         if settlement.state is State.QUEUED:
             return
@@ -418,6 +423,10 @@ class Sender:
                 sent_at = self.clock()
                 status, text, retry_after, cause = await self._post(request.path, body)
             now = self.clock()
+            if self.observer is not None:
+                self.observer.answered(
+                    claim.id, request.path, body, status, text, sent_at, now - sent_at
+                )
             verdict = classify(status)
             if verdict is not Verdict.AUTH:  # a refused key is not an attempt at all
                 first = sent_at if first is None else first

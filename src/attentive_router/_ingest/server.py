@@ -36,9 +36,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from attentive_router._console.app import CONSOLE_PATH, Console, Destination
+from attentive_router._console.journal import Journal
+from attentive_router._console.security import Guard
 from attentive_router._delivery.follow import PRUNE_EVERY, REPORT_CHECK, Hooks, keep_delivering
 from attentive_router._delivery.health import Health, Report
 from attentive_router._delivery.job import QueueBusyError, delivery_lock
@@ -89,6 +92,7 @@ from attentive_router._queue.interface import CommitMode, QueueError, State
 from attentive_router._queue.kafka.intake import KafkaIntake
 from attentive_router._queue.kafka.settings import KafkaSettings, queue_text
 from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._transform.options import Config
 
 T = TypeVar("T")
 
@@ -133,6 +137,8 @@ class DestinationSettings:
         sender: How to deliver to it; None runs ingest only.
         sources: The source names (write keys) whose events it receives.
         key_source: Where its API key came from (read again on SIGHUP).
+        config: Its mapping options (the console's mapping tester and event pages use them;
+            the sender has its own copy).
     """
 
     name: str
@@ -140,6 +146,7 @@ class DestinationSettings:
     sender: SenderSettings | None
     sources: frozenset[str]
     key_source: KeySource | None = None
+    config: Config = field(factory=Config)
 
 
 @frozen
@@ -167,6 +174,8 @@ class ServeSettings:
             ``key_source``, which receives every source's events.
         commit: ``group``: requests waiting together share a transaction; ``per-request``:
             one transaction each.
+        config: The mapping options of the destination made of ``queue`` and ``sender``.
+        console_token: The operator console's token; None: no console (``/console`` is 404).
     """
 
     keys: Mapping[str, str]
@@ -188,6 +197,8 @@ class ServeSettings:
     key_retry: float = 300.0
     commit: CommitMode = "group"
     destinations: Sequence[DestinationSettings] = ()
+    config: Config = field(factory=Config)
+    console_token: str | None = field(default=None, repr=False)
 
     def routes(self) -> tuple[DestinationSettings, ...]:
         """The destinations, the implicit one when the settings name none."""
@@ -199,6 +210,7 @@ class ServeSettings:
             self.sender,
             frozenset(self.keys.values()),
             self.key_source,
+            self.config,
         )
         return (implicit,)
 
@@ -265,6 +277,8 @@ class _Delivery:
     state: str = "off"
     foreign: dict[str, int] = field(factory=dict)
     """Events in the queue recorded for other destinations (left queued, never sent)."""
+    journal: Journal = field(factory=Journal)
+    """What its sender did lately, for the console."""
 
     @property
     def paused(self) -> Paused | None:
@@ -607,7 +621,8 @@ class OriginGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
-            if origin is not None and origin not in self.origins:
+            console = scope["path"].startswith(CONSOLE_PATH)  # it checks origins itself
+            if origin is not None and origin not in self.origins and not console:
                 shown = origin.decode("latin-1")
                 preflight = scope["method"] == "OPTIONS"
                 self.ingest.browser_event(
@@ -669,9 +684,11 @@ def _basic_key(header: str | None) -> str | None:
     return decoded.partition(":")[0]
 
 
-def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
-    """The ASGI app of ``serve``."""
-    routes = [
+def create_app(
+    ingest: Ingest, cors_origins: Sequence[str] = (), console: Console | None = None
+) -> Starlette:
+    """The ASGI app of ``serve`` (with the operator console under ``/console`` when given)."""
+    routes: list[BaseRoute] = [
         Route(path, ingest.handle, methods=["POST"]) for path in (*BATCH_PATHS, *SINGLE_CALLS)
     ]
     routes += [
@@ -690,6 +707,9 @@ def create_app(ingest: Ingest, cors_origins: Sequence[str] = ()) -> Starlette:
         Route("/analytics.js/v1/{key}/analytics.min.js", ingest.loader, methods=["GET", "HEAD"]),
         Route("/analytics-next/bundles/{name}", ingest.bundle, methods=["GET", "HEAD"]),
     ]
+    if console is not None:
+        routes.append(Route(CONSOLE_PATH, console.entry, methods=["GET"]))
+        routes.append(Mount(CONSOLE_PATH, routes=console.routes()))
     middleware = []
     if cors_origins and "*" not in cors_origins:
         middleware.append(Middleware(OriginGuard, ingest=ingest, origins=cors_origins))
@@ -823,6 +843,7 @@ async def _deliver_forever(
     async def started(sender: Sender) -> None:
         sender.stats = delivery.stats
         sender.health = delivery.health
+        sender.observer = delivery.journal
         delivery.sender = sender
         delivery.state = "running"
         await _check_foreign(delivery)
@@ -966,7 +987,8 @@ async def _serve(
     if not await _start_intakes(deliveries, stderr):
         return 2
     ingest = Ingest(deliveries, settings)
-    app = create_app(ingest, settings.cors_origins)
+    console = None if settings.console_token is None else _console(settings, deliveries)
+    app = create_app(ingest, settings.cors_origins, console)
     config = uvicorn.Config(
         app,
         access_log=False,
@@ -1045,6 +1067,8 @@ async def _serve(
         for delivery in deliveries:
             if delivery.intake is not None:
                 await delivery.intake.stop()
+        if console is not None:
+            await asyncio.to_thread(console.close)
         for signum in signals:
             loop.remove_signal_handler(signum)
         ingest.close()
@@ -1057,6 +1081,36 @@ async def _serve(
         attentive_requests=sum(d.stats.requests for d in deliveries),
     )
     return 0
+
+
+def _console(settings: ServeSettings, deliveries: Sequence[_Delivery]) -> Console:
+    """The operator console over every destination of this server."""
+    shown = []
+    for delivery, route in zip(deliveries, settings.routes(), strict=True):
+        kafka = None
+        if isinstance(route.queue, KafkaSettings):
+            from attentive_router._queue.kafka.view import KafkaView  # noqa: PLC0415 - Kafka only
+
+            kafka = KafkaView(route.queue, route.name)
+        shown.append(
+            Destination(
+                route.name,
+                route.config,
+                queue=delivery.queue,
+                kafka=kafka,
+                journal=delivery.journal,
+                state=lambda d=delivery: d.state,  # type: ignore[misc]
+                paused=lambda d=delivery: _paused_text(d),  # type: ignore[misc]
+                wake=lambda d=delivery: d.sender.notify() if d.sender is not None else None,  # type: ignore[misc]
+            )
+        )
+    token = settings.console_token or ""
+    return Console(shown, settings.keys.values(), Guard(token))
+
+
+def _paused_text(delivery: _Delivery) -> str | None:
+    paused = delivery.paused
+    return None if paused is None else paused.explain(delivery.check.remedy)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from attrs import frozen
+
 from attentive_router._queue.files import create_private, exposure, tighten_side_files
 from attentive_router._queue.interface import (
     DEFAULT_DEDUPE_WINDOW,
@@ -127,6 +129,56 @@ UPDATE events SET
     endpoint = :endpoint, request = :request
 WHERE id = :id AND state = 1
 """
+
+SEARCH_SPAN = 100_000
+"""A search looks at this many of the newest events at most (a bound on its cost)."""
+
+_RECENT = "id > (SELECT coalesce(max(id), 0) FROM events) - :span"
+_TEXT = "CASE WHEN json_valid(CAST(event AS TEXT)) THEN CAST(event AS TEXT) END"
+
+
+@frozen
+class Search:
+    """Which events to list, newest first (every field given must match).
+
+    Attributes:
+        source: The source (write key name) they came from.
+        state: Their state.
+        reason: The reason recorded with their outcome.
+        name: Their call (``track``, ``identify``, ...) or event name (``Order Completed``).
+        text: A user id, anonymous id or messageId (exact).
+    """
+
+    source: str | None = None
+    state: State | None = None
+    reason: str | None = None
+    name: str | None = None
+    text: str | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """The SQL condition and its values."""
+        terms = [_RECENT]
+        values: dict[str, Any] = {"span": SEARCH_SPAN}
+        if self.source is not None:
+            terms.append("source = :source")
+            values["source"] = self.source
+        if self.state is not None:
+            terms.append("state = :state")
+            values["state"] = int(self.state)
+        if self.reason is not None:
+            terms.append("reason = :reason")
+            values["reason"] = self.reason
+        if self.name is not None:
+            terms.append(
+                f"(json_extract({_TEXT}, '$.type') = :name "
+                f"OR json_extract({_TEXT}, '$.event') = :name)"
+            )
+            values["name"] = self.name
+        if self.text is not None:
+            terms.append("(key = :text OR user = 'user:' || :text)")
+            values["text"] = self.text
+        return " AND ".join(terms), values
+
 
 T = TypeVar("T")
 
@@ -471,6 +523,23 @@ class SQLiteQueue:
             params = (int(state), after, limit)
         rows = self._read(lambda db: db.execute(sql, params).fetchall())
         return [_record(row) for row in rows]
+
+    def search(self, search: Search, limit: int = 50, before: int | None = None) -> list[Record]:
+        """The newest events matching ``search`` (ids below ``before``), newest first."""
+        where, values = search.where()
+        if before is not None:
+            where += " AND id < :before"
+            values["before"] = before
+        sql = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY id DESC LIMIT :limit"  # noqa: S608 - the terms are constants, the values bound
+        values["limit"] = limit
+        rows = self._snapshot(lambda db: db.execute(sql, values).fetchall())
+        return [_record(row) for row in rows]
+
+    def reasons(self) -> list[str]:
+        """The reasons recorded with the newest events (for a search form's choices)."""
+        sql = f"SELECT DISTINCT reason FROM events WHERE reason IS NOT NULL AND {_RECENT}"  # noqa: S608 - constant SQL
+        rows = self._snapshot(lambda db: db.execute(sql, {"span": SEARCH_SPAN}).fetchall())
+        return [str(row[0]) for row in rows]
 
     def record(self, id_or_key: int | str) -> Record | None:
         """One event by id, or (the latest) by key."""
