@@ -246,7 +246,8 @@ def test_a_module_outside_the_stages_and_a_sideways_import_are_found(tmp_path: P
     assert layer_violations(graph, "pkg") == [
         (
             "pkg._helpers is in no stage; put it in one of "
-            "['', '__main__', '_cli', '_console', '_delivery', '_ingest', '_queue', '_sandbox', '_transform']"
+            "['', '__main__', '_cli', '_console', '_delivery', '_ingest', '_queue', '_sandbox', "
+            "'_transform']"
         ),
         (
             "pkg._sandbox.server imports pkg._delivery.sender (stage '_delivery'), "

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from attentive_router._console.chart import COLOURS, LABELS, bar_chart
 from attentive_router._console.journal import KINDS, Answer, Journal
 from attentive_router._console.samples import SAMPLES
-from attentive_router._console.security import COOKIE, Guard, cross_site
+from attentive_router._console.security import COOKIE, Guard, cross_site, own_origin
 from attentive_router._queue.interface import QueueError, Record, State
 from attentive_router._queue.sqlite import Search, SQLiteQueue
 from attentive_router._transform.json_form import to_record
@@ -236,6 +236,8 @@ class Console:
         destinations: Every destination, in the configuration's order.
         sources: The write keys' names (the source filter's choices).
         guard: The token check.
+        origin_of: Where browsers reach this server, as an origin (``https://host``): behind
+            a proxy, its public address. The session cookie is ``Secure`` on ``https``.
         clock: Seconds since the epoch.
     """
 
@@ -244,11 +246,13 @@ class Console:
         destinations: Sequence[Destination],
         sources: Iterable[str],
         guard: Guard,
+        origin_of: Callable[[Request], str] = own_origin,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.destinations = {d.name: d for d in destinations}
         self.sources = sorted(set(sources))
         self.guard = guard
+        self.origin_of = origin_of
         self.clock = clock
         folder = resources.files("attentive_router._console")
         self.templates = Environment(
@@ -313,7 +317,7 @@ class Console:
         return checked
 
     async def _post_problem(self, request: Request) -> str | None:
-        problem = cross_site(request)
+        problem = cross_site(request, self.origin_of)
         if problem is not None:
             return f"a cross-site request ({problem})"
         form = await _form(request)
@@ -356,7 +360,7 @@ class Console:
             if self.guard.signed_in(request):
                 return RedirectResponse("/console/events", 303)
             return self._sign_in_page(request, status=401)
-        problem = cross_site(request)
+        problem = cross_site(request, self.origin_of)
         if problem is not None:
             logger.warning("console: refused a cross-site sign-in: %s", problem)
             return Response(f"refused: a cross-site request ({problem})\n", 403)
@@ -375,7 +379,7 @@ class Console:
             path="/console",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=self.origin_of(request).startswith("https:"),
         )
         return response
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Collection
-from urllib.parse import urlsplit
+from collections.abc import Callable, Collection
 
 from attrs import frozen
 from starlette.requests import Request
@@ -83,8 +82,16 @@ class Guard:
         )
 
 
-def cross_site(request: Request) -> str | None:
-    """Why the browser says this request comes from another site, or None."""
+def own_origin(request: Request) -> str:
+    """The origin a page of this server has, from the request itself (scheme and Host)."""
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def cross_site(request: Request, origin_of: Callable[[Request], str] = own_origin) -> str | None:
+    """Why the browser says this request comes from another site, or None.
+
+    ``origin_of`` says where browsers reach this server (behind a proxy: the public address).
+    """
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return f"Sec-Fetch-Site is {site!r}"
@@ -93,8 +100,7 @@ def cross_site(request: Request) -> str | None:
         return None
     if origin == "null":
         return "Origin is null"
-    own = request.headers.get("host", "")
-    found = urlsplit(origin)
-    if found.netloc != own:
-        return f"Origin {origin!r} is not this server ({own!r})"
+    allowed = {origin_of(request), own_origin(request)}
+    if origin not in allowed:
+        return f"Origin {origin!r} is not this server ({' or '.join(sorted(allowed))})"
     return None

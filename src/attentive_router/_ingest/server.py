@@ -1105,7 +1105,14 @@ def _console(settings: ServeSettings, deliveries: Sequence[_Delivery]) -> Consol
             )
         )
     token = settings.console_token or ""
-    return Console(shown, settings.keys.values(), Guard(token))
+
+    def origin_of(request: Request) -> str:
+        base = request_base(
+            request.headers, request.url.scheme, settings.public_url, settings.trust_proxy
+        )
+        return f"{base.protocol}://{base.host}"
+
+    return Console(shown, settings.keys.values(), Guard(token), origin_of)
 
 
 def _paused_text(delivery: _Delivery) -> str | None:
