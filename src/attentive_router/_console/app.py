@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from attrs import define, field, frozen
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -340,8 +342,19 @@ class Console:
     def _sign_in_page(self, request: Request, status: int, problem: str = "") -> Response:
         wanted = request.url.path if request.method == "GET" else "/console/events"
         template = self.templates.get_template("sign_in.html")
-        body = template.render(next=_local(wanted), problem=problem, signed_in=False)
-        return HTMLResponse(body, status, headers=_SECURITY_HEADERS)
+        nonce = secrets.token_urlsafe(16)
+        body = template.render(
+            next=_local(wanted),
+            problem=problem,
+            signed_in=False,
+            nonce=nonce,
+            inline_css=Markup(self._files["console.css"].decode()),  # noqa: S704 - our own file
+        )
+        policy = _SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "style-src 'self'", f"style-src 'nonce-{nonce}'"
+        )
+        headers = {**_SECURITY_HEADERS, "Content-Security-Policy": policy}
+        return HTMLResponse(body, status, headers=headers)
 
     async def _call(self, action: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(action, *args)
@@ -727,6 +740,7 @@ def _letter_row(destination: str, record: Record) -> dict[str, Any]:
     row.update(
         endpoint=record.endpoint or "",
         status=record.status,
+        response=record.response or "",
         attempts=record.attempts,
         last=_iso(record.last_attempt_at),
     )
@@ -805,7 +819,8 @@ _SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: Chromium then sends "Origin: null" with the console's own forms.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }

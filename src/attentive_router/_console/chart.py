@@ -20,8 +20,8 @@ LABELS = {
     "dead_lettered": "dead-lettered",
 }
 
-WIDTH = 720
-HEIGHT = 140
+WIDTH = 560
+HEIGHT = 120
 _LEFT = 44
 _BOTTOM = 20
 _TOP = 8

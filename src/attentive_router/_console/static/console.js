@@ -39,7 +39,14 @@
       badge.textContent = row.outcome;
       outcome.appendChild(badge);
       tr.appendChild(outcome);
-      tr.appendChild(cell(row.reason));
+      const reason = cell(row.reason);
+      if (row.message) {
+        const message = document.createElement("div");
+        message.className = "message";
+        message.textContent = row.message.length > 140 ? row.message.slice(0, 137) + "..." : row.message;
+        reason.appendChild(message);
+      }
+      tr.appendChild(reason);
       fresh.appendChild(tr);
     }
     if (!rows.length) {
@@ -83,6 +90,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    const every = Number(document.body.dataset.refresh || 0);
+    if (every > 0) {
+      window.setTimeout(function () {
+        if (!document.hidden) window.location.reload();
+      }, every * 1000);
+    }
     const table = document.getElementById("events");
     if (table) {
       table.addEventListener("click", openRow);
