@@ -92,7 +92,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     const every = Number(document.body.dataset.refresh || 0);
     if (every > 0) {
-      window.setTimeout(function () {
+      // A hidden tab waits: it reloads at the first check after it is shown again.
+      window.setInterval(function () {
         if (!document.hidden) window.location.reload();
       }, every * 1000);
     }
