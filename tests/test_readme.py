@@ -81,6 +81,7 @@ RUN_HERE = {
     "ATTENTIVE_ROUTER_WEBHOOK_SECRETS=": "test_webhook_blocks",
     "openssl dgst -sha1 -hmac": "test_webhook_blocks",
     "attentive-router sandbox --port 8788": "test_sandbox_block",
+    'ATTENTIVE_ROUTER_CONSOLE_TOKEN="$(openssl rand': "test_console_block",
     "from attentive_router import Config, Context, Mapped, route, to_json": "test_library_block",
 }
 RUN_ELSEWHERE = {
@@ -309,6 +310,16 @@ def test_serve_block(workdir: Path, sandbox: SandboxProcess) -> None:
     assert '"status":"ok"' in result.stdout.replace(" ", "")
     assert '"success":true' in result.stdout.replace(" ", "")
     sandbox.wait_for_requests(1, "/v1/events/ecommerce/product-view", timeout=10)
+
+
+def test_console_block(workdir: Path, sandbox: SandboxProcess) -> None:
+    text = block('ATTENTIVE_ROUTER_CONSOLE_TOKEN="$(openssl rand').text
+    result = run_shell(text, workdir, {SERVE_PORT: free_port()}, sandbox.url)
+    # curl prints each answer without a newline: the console's answer is the one with rows.
+    rows = json.loads(result.stdout[result.stdout.index('{"rows"') :])["rows"]
+    assert [(row["user"], row["name"], row["source"]) for row in rows] == [
+        ("user-7", "Product Viewed", "shop")
+    ]
 
 
 def test_webhook_blocks(workdir: Path, sandbox: SandboxProcess) -> None:
