@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
+from tests.command import run_command
 
+from attentive_router._cli.serve_process import ServeProcess
 from attentive_router._console import journal as journal_module
 from attentive_router._console.app import Console, Destination
 from attentive_router._console.chart import bar_chart
@@ -29,6 +32,7 @@ from attentive_router._console.security import (
 )
 from attentive_router._queue.interface import NewEvent, Settlement, State
 from attentive_router._queue.sqlite import Search, SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 from attentive_router._transform.options import Config
 
 TOKEN = "console-token-for-tests-0001"
@@ -312,3 +316,56 @@ def test_the_live_list_answers_json_with_each_event_and_its_link(queue: SQLiteQu
     assert nobody.status_code == 401
     assert "m-order" not in nobody.text
     assert "ada" not in nobody.text
+
+
+def test_a_key_attentive_refuses_shows_as_a_banner_in_a_running_serve(tmp_path: Path) -> None:
+    """The whole path: the sandbox answers 401, serve pauses, the overview says why."""
+    with (
+        SandboxProcess(no_rate_limits=True) as sandbox,
+        ServeProcess(
+            queue=tmp_path / "queue.db",
+            sandbox=sandbox,
+            write_keys=("web=wk_banner",),
+            args=["--token", "a-key-attentive-refuses", "--console-token", TOKEN],
+        ) as serve,
+    ):
+        event = {"type": "track", "event": "Gift Wrapped", "userId": "ada", "messageId": "b-1"}
+        assert serve.post("/v1/track", json=event, auth=("wk_banner", "")).status_code == 200
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        deadline = time.monotonic() + 20
+        with httpx.Client(base_url=serve.url, headers=bearer, timeout=10) as client:
+            while True:
+                page = client.get("/console/overview")
+                if 'class="banner"' in page.text or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert page.status_code == 200
+            banner = page.text.split('class="banner"', 1)[1].split("</div>", 1)[0]
+            assert "Delivery paused:" in banner
+            assert "401" in banner
+            assert 'class="state paused"' in page.text
+            rows = client.get("/console/api/events").json()["rows"]
+            assert [(row["key"], row["outcome"]) for row in rows] == [("b-1", "queued")]
+
+
+def test_config_check_shows_where_the_console_token_comes_from_and_refuses_a_short_one(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "deploy.toml"
+    config.write_text(
+        '[queue]\npath = "queue.db"\n[serve]\nconsole_token_env = "SHOP_CONSOLE"\n'
+        '[sources.web]\nwrite_key = "wk_web"\ndestination = "shop"\n'
+        '[destinations.shop]\ntoken_env = "SHOP_KEY"\n'
+    )
+    config.chmod(0o600)
+    check = ("config", "check", "--config", str(config))
+    good = run_command(*check, env={"SHOP_CONSOLE": TOKEN, "SHOP_KEY": "k"}, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert re.search(r'serve\.console_token_env = "\*+" +# env \$SHOP_CONSOLE', good.stdout)
+    assert TOKEN not in good.stdout + good.stderr
+    short = run_command(*check, env={"SHOP_CONSOLE": "short", "SHOP_KEY": "k"}, cwd=tmp_path)
+    assert short.returncode == 2
+    assert "console token (env $SHOP_CONSOLE) is shorter than 16 characters" in short.stderr
+    unset = run_command(*check, env={"SHOP_KEY": "k"}, cwd=tmp_path, drop=["SHOP_CONSOLE"])
+    assert unset.returncode == 2
+    assert "serve.console_token_env: $SHOP_CONSOLE is not set" in unset.stderr

@@ -34,6 +34,7 @@ from attentive_router._cli.serve import (
     WEBHOOK_SECRETS_ENV,
     WRITE_KEYS_ENV,
 )
+from attentive_router._console.security import MIN_TOKEN
 from attentive_router._queue.kafka.settings import KafkaSettings, KafkaUrlError
 from attentive_router._transform.options import Config
 
@@ -470,19 +471,26 @@ def _console_rows(
     problems: list[str],
 ) -> list[Row]:
     """Where the console token comes from; one from the file's variable goes into ``args``."""
+    key = "serve.console_token_env"
     if "console_token" in given:
-        return [Row("serve.console_token_env", MASK, "flag --console-token")]
-    if environ.get(CONSOLE_TOKEN_ENV, "").strip():
-        return [Row("serve.console_token_env", MASK, f"env ${CONSOLE_TOKEN_ENV}")]
-    env = None if loaded is None else loaded.file.serve.console_token_env
-    if env is None:
-        return []
-    token = environ.get(str(env), "").strip()
-    if not token:
-        problems.append(f"serve.console_token_env: ${env} is not set")
-        return [Row("serve.console_token_env", "(not set)", f"env ${env}")]
-    args.console_token = token
-    return [Row("serve.console_token_env", MASK, f"env ${env}")]
+        token, origin = args.console_token, "flag --console-token"
+    elif environ.get(CONSOLE_TOKEN_ENV, "").strip():
+        token, origin = environ[CONSOLE_TOKEN_ENV], f"env ${CONSOLE_TOKEN_ENV}"
+    else:
+        env = None if loaded is None else loaded.file.serve.console_token_env
+        if env is None:
+            return []
+        token, origin = environ.get(str(env), ""), f"env ${env}"
+        if not token.strip():
+            problems.append(f"{key}: ${env} is not set")
+            return [Row(key, "(not set)", origin)]
+        args.console_token = token.strip()
+    short = len(token.strip()) < MIN_TOKEN
+    if short:
+        problems.append(
+            f"{key}: the console token ({origin}) is shorter than {MIN_TOKEN} characters"
+        )
+    return [Row(key, MASK, origin)]
 
 
 def load_config(

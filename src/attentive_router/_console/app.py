@@ -310,7 +310,7 @@ class Console:
             if request.method == "POST":
                 problem = await self._post_problem(request)
                 if problem is not None:
-                    logger.warning("console: refused a POST: %s", problem)
+                    _log(logging.WARNING, "console: a POST refused", request, problem=problem)
                     return Response(f"refused: {problem}\n", 403, media_type="text/plain")
             response: Response = await handler(request)
             response.headers["Cache-Control"] = "no-store"
@@ -375,13 +375,12 @@ class Console:
             return self._sign_in_page(request, status=401)
         problem = cross_site(request, self.origin_of)
         if problem is not None:
-            logger.warning("console: refused a cross-site sign-in: %s", problem)
+            _log(logging.WARNING, "console: a sign-in refused", request, problem=problem)
             return Response(f"refused: a cross-site request ({problem})\n", 403)
         form = await _form(request)
         token = form.get("token")
         if not isinstance(token, str) or not self.guard.opens(token):
-            client = request.client.host if request.client else "?"
-            logger.warning("console: a wrong token from %s", client)
+            _log(logging.WARNING, "console: a wrong token", request)
             await asyncio.sleep(SIGN_IN_DELAY)
             return self._sign_in_page(request, 401, "That is not the console token.")
         target = _local(str(form.get("next") or "/console/events"))
@@ -663,7 +662,7 @@ class Console:
             except QueueError as error:
                 return self._missing(request, f"Nothing was replayed for {name}: {error}", 503)
             destination.wake()
-        logger.info("console: dead letters replayed", extra={"count": done})
+        _log(logging.INFO, "console: dead letters replayed", request, count=done)
         back = filters.query()
         target = f"/console/dead-letters?replayed={done}" + (f"&{back}" if back else "")
         return RedirectResponse(target, 303)
@@ -728,6 +727,12 @@ async def _form(request: Request) -> FormData:
     form = FormData(pairs)
     request.scope["console.form"] = form
     return form
+
+
+def _log(level: int, message: str, request: Request, **fields: Any) -> None:
+    """A log line about the console, with the client's address (``serve`` redacts the rest)."""
+    client = request.client.host if request.client else None
+    logger.log(level, message, extra={"fields": {"client": client, **fields}})
 
 
 def evolve_outcome(filters: Filters) -> Filters:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from attrs import frozen
-from starlette.requests import Request
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 COOKIE = "attentive_router_console"
 """The session cookie's name."""
