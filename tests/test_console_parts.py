@@ -369,3 +369,13 @@ def test_config_check_shows_where_the_console_token_comes_from_and_refuses_a_sho
     unset = run_command(*check, env={"SHOP_KEY": "k"}, cwd=tmp_path, drop=["SHOP_CONSOLE"])
     assert unset.returncode == 2
     assert "serve.console_token_env: $SHOP_CONSOLE is not set" in unset.stderr
+
+
+def test_the_journal_keeps_within_its_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "BYTES_KEPT", 10_000)
+    journal = Journal(clock=lambda: NOW)
+    body = b"x" * 1_000
+    for event in range(1, 21):
+        journal.answered(event, "/p", body, 503, "y" * 1_000, NOW, 0.1)
+    kept = [event for event in range(1, 21) if journal.answers(event)]
+    assert kept == list(range(16, 21))  # 2,000 characters each: the newest five fit

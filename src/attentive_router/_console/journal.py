@@ -25,6 +25,9 @@ ANSWERS_KEPT = 20
 BODY_KEPT = 4_096
 """Characters of an answer's body remembered."""
 
+BYTES_KEPT = 16 * 1024 * 1024
+"""Characters of request and answer bodies remembered in all (the oldest events go first)."""
+
 MINUTES = 60
 """Minutes of counts kept for the overview."""
 
@@ -63,7 +66,7 @@ class Journal:
         self.clock = clock
         self.started = clock()
         self._answers: OrderedDict[int, deque[Answer]] = OrderedDict()
-        self._paths: dict[int, str] = {}
+        self._size = 0
         self._minutes: dict[str, dict[int, Counter[str]]] = {}
 
     def answered(  # noqa: PLR0913, PLR0917 - the observer's signature
@@ -79,13 +82,19 @@ class Journal:
         """Remember one answer; count a delivered request."""
         answers = self._answers.get(event_id)
         if answers is None:
-            answers = self._answers[event_id] = deque(maxlen=ANSWERS_KEPT)
-            while len(self._answers) > EVENTS_KEPT:
-                self._answers.popitem(last=False)
+            answers = self._answers[event_id] = deque()
         else:
             self._answers.move_to_end(event_id)
-        shown = body.decode("utf-8", "replace")
-        answers.append(Answer(path, shown, status, text[:BODY_KEPT], sent_at, elapsed))
+        answer = Answer(
+            path, body.decode("utf-8", "replace"), status, text[:BODY_KEPT], sent_at, elapsed
+        )
+        answers.append(answer)
+        self._size += _size(answer)
+        if len(answers) > ANSWERS_KEPT:
+            self._size -= _size(answers.popleft())
+        while self._answers and (len(self._answers) > EVENTS_KEPT or self._size > BYTES_KEPT):
+            _, forgotten = self._answers.popitem(last=False)
+            self._size -= sum(_size(old) for old in forgotten)
         if status is not None and 200 <= status < 300:
             self._add(path, "delivered", sent_at + elapsed)
 
@@ -134,3 +143,7 @@ class Journal:
             endpoint: Counter({kind: sum(values) for kind, values in rows.items()})
             for endpoint, rows in self.series(now).items()
         }
+
+
+def _size(answer: Answer) -> int:
+    return len(answer.body) + len(answer.text)

@@ -277,8 +277,8 @@ class _Delivery:
     state: str = "off"
     foreign: dict[str, int] = field(factory=dict)
     """Events in the queue recorded for other destinations (left queued, never sent)."""
-    journal: Journal = field(factory=Journal)
-    """What its sender did lately, for the console."""
+    journal: Journal | None = None
+    """What its sender did lately, for the console (None: no console, nothing kept)."""
 
     @property
     def paused(self) -> Paused | None:
@@ -843,7 +843,7 @@ async def _deliver_forever(
     async def started(sender: Sender) -> None:
         sender.stats = delivery.stats
         sender.health = delivery.health
-        sender.observer = delivery.journal
+        sender.observer = delivery.journal  # None without the console
         delivery.sender = sender
         delivery.state = "running"
         await _check_foreign(delivery)
@@ -1098,7 +1098,7 @@ def _console(settings: ServeSettings, deliveries: Sequence[_Delivery]) -> Consol
                 route.config,
                 queue=delivery.queue,
                 kafka=kafka,
-                journal=delivery.journal,
+                journal=delivery.journal or Journal(),
                 state=lambda d=delivery: d.state,  # type: ignore[misc]
                 paused=lambda d=delivery: _paused_text(d),  # type: ignore[misc]
                 wake=lambda d=delivery: d.sender.notify() if d.sender is not None else None,  # type: ignore[misc]
@@ -1181,6 +1181,7 @@ def run_serve(settings: ServeSettings, stdout: IO[str], stderr: IO[str]) -> int:
                     route.queue,
                     KeyCheck(route.key_source, settings.key_retry),
                     delivering=route.sender is not None,
+                    journal=None if settings.console_token is None else Journal(),
                 )
                 delivery.check.use_token = delivery.use_token
                 if route.sender is not None:
