@@ -194,6 +194,12 @@ def test_the_search_looks_at_the_newest_events_only(
 
     monkeypatch.setattr(sqlite, "SEARCH_SPAN", 2)
     assert _keys(queue, Search()) == ["m-bad", "m-identify"]
+    # Dead letters stay until replayed: they are found however old they are.
+    (oldest,) = queue.claim(NOW, 1)
+    assert oldest.key == "m-order"
+    queue.settle([Settlement(oldest.id, State.DEAD, attempts=1, reason="permanent_error")])
+    assert _keys(queue, Search(state=State.DEAD)) == ["m-order"]
+    assert _keys(queue, Search(reason="permanent_error")) == []
 
 
 # --- the token --------------------------------------------------------------------------------

@@ -156,9 +156,13 @@ class Search:
     text: str | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        """The SQL condition and its values."""
-        terms = [_RECENT]
-        values: dict[str, Any] = {"span": SEARCH_SPAN}
+        """The SQL condition and its values.
+
+        Dead letters are searched whatever their age (they stay until replayed, and have an
+        index of their own); other events among the newest ``SEARCH_SPAN``.
+        """
+        terms = [] if self.state is State.DEAD else [_RECENT]
+        values: dict[str, Any] = {} if self.state is State.DEAD else {"span": SEARCH_SPAN}
         if self.source is not None:
             terms.append("source = :source")
             values["source"] = self.source
@@ -177,7 +181,7 @@ class Search:
         if self.text is not None:
             terms.append("(key = :text OR user = 'user:' || :text)")
             values["text"] = self.text
-        return " AND ".join(terms), values
+        return " AND ".join(terms) or "1", values
 
 
 T = TypeVar("T")
