@@ -210,6 +210,10 @@ def test_signing_in_sets_a_strict_http_only_cookie_for_the_console_only(
     assert "Delivery overview" in page.text
     assert page.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    # Browsers send "Origin: null" on a page's own POSTs under no-referrer (which the cross-site
+    # check refuses); same-origin lets them send the console's origin.
+    assert page.headers["referrer-policy"] == "same-origin"
+    assert '<meta name="referrer" content="same-origin">' in page.text
     # An open redirect is not followed: "next" stays inside the console.
     for target in ("https://evil.example/", "//evil.example/", "/console//evil.example"):
         away = client.post("/console/sign-in", data={"token": TOKEN, "next": target})
