@@ -124,6 +124,7 @@ def test_without_a_token_every_console_path_is_404(off: ServeProcess) -> None:
     with httpx.Client(base_url=off.url, trust_env=False) as client:
         for path in GET_PATHS:
             assert client.get(path).status_code == 404, path
+        assert client.get("/console/static/console.css").status_code == 404
         replay = client.post(REPLAY, data={"pick": "default/1"})
         assert replay.status_code == 404
         assert client.post("/console/sign-in", data={"token": TOKEN}).status_code == 404
@@ -154,6 +155,13 @@ def test_without_the_credential_every_path_is_401_and_shows_no_event(
     replay = client.post(REPLAY, data={"pick": f"default/{record.id}"})
     assert replay.status_code == 401
     assert is_sign_in_page(replay)
+    # The sign-in page's stylesheet is the one file served without it (and holds no event).
+    style = client.get("/console/static/console.css")
+    assert style.status_code == 200
+    assert style.headers["content-type"].startswith("text/css")
+    assert ".sign-in" in style.text
+    assert not any(secret in style.text for secret in secrets)
+    assert "/console/static/console.js" not in client.get("/console/sign-in").text
     # The same request with the token shows the event: what the 401s hide is there.
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     opened = client.get(f"/console/events/default/{record.id}", headers=bearer)

@@ -286,16 +286,18 @@ class Console:
             Route("/dead-letters", guarded(self.dead_letters), methods=["GET"]),
             Route("/dead-letters/replay", guarded(self.replay), methods=["POST"]),
             Route("/mapping", guarded(self.mapping), methods=["GET", "POST"]),
-            Route("/static/{name}", guarded(self.static_file), methods=["GET"]),
+            Route("/static/{name}", self.static_file, methods=["GET"]),
         ]
 
     async def static_file(self, request: Request) -> Response:
-        """The console's stylesheet and script (behind the token like everything else)."""
+        """The console's stylesheet (the sign-in page's too) and script (behind the token)."""
         name = request.path_params["name"]
+        if name != _PUBLIC_STYLE and not self.guard.signed_in(request):
+            return self._sign_in_page(request, status=401)
         kind = _STATIC.get(name)
         if kind is None:
             return Response("not found\n", 404, media_type="text/plain")
-        return Response(self._files[name], media_type=kind)
+        return Response(self._files[name], media_type=kind, headers={"Cache-Control": "no-store"})
 
     def _guarded(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def checked(request: Request) -> Response:
@@ -794,6 +796,9 @@ def _local(target: str) -> str:
 
 _STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 """The console's static files and their types."""
+
+_PUBLIC_STYLE = "console.css"
+"""The one file served without the token: the sign-in page is styled with it (no data in it)."""
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
