@@ -188,6 +188,9 @@ def test_a_write_key_or_a_wrong_token_does_not_open_it(client: httpx.Client) -> 
         assert is_sign_in_page(response)
         assert not client.cookies
     assert "That is not the console token." in response.text
+    # After a wrong token the form still leads where the person was going.
+    again = client.post("/console/sign-in", data={"token": wrong, "next": "/console/mapping"})
+    assert '<input type="hidden" name="next" value="/console/mapping">' in again.text
     assert client.get("/console/events").status_code == 401
     assert (
         client.get("/console/events", headers={"Authorization": f"Bearer {TOKEN}"}).status_code

@@ -335,8 +335,10 @@ class Console:
         )
         return HTMLResponse(body, status, headers=_SECURITY_HEADERS)
 
-    def _sign_in_page(self, request: Request, status: int, problem: str = "") -> Response:
-        wanted = request.url.path if request.method == "GET" else "/console/events"
+    def _sign_in_page(
+        self, request: Request, status: int, problem: str = "", wanted: str = ""
+    ) -> Response:
+        wanted = wanted or (request.url.path if request.method == "GET" else "/console/events")
         template = self.templates.get_template("sign_in.html")
         body = template.render(next=_local(wanted), problem=problem, signed_in=False)
         return HTMLResponse(body, status, headers=_SECURITY_HEADERS)
@@ -368,7 +370,8 @@ class Console:
             client = request.client.host if request.client else "?"
             logger.warning("console: a wrong token from %s", client)
             await asyncio.sleep(SIGN_IN_DELAY)
-            return self._sign_in_page(request, 401, "That is not the console token.")
+            wanted = str(form.get("next") or "")  # where the person was going, still
+            return self._sign_in_page(request, 401, "That is not the console token.", wanted)
         target = _local(str(form.get("next") or "/console/events"))
         response = RedirectResponse(target, 303)
         response.set_cookie(
