@@ -102,7 +102,7 @@ def row_with(page: Any, text: str) -> Any:
 
 def wait_for_badge(page: Any, text: str, outcome: str, timeout: float = 20.0) -> None:
     """Wait (the list polls every 2 s, without reloading) until a row shows the outcome."""
-    row_with(page, text).locator(f".outcome.{outcome}").wait_for(timeout=timeout * 1000)
+    row_with(page, text).locator(f".outcome.{outcome}").first.wait_for(timeout=timeout * 1000)
 
 
 def pick_sample(page: Any, name: str) -> None:
