@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser generate check-generated check format test bench run clean
+.PHONY: help install browser generate check-generated check format test bench run screenshots clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -46,6 +46,9 @@ bench: $(STAMP)  ## Throughput benchmarks, measured side by side in one run
 
 run: $(STAMP)  ## Demo: send the bundled sample events to a local Attentive sandbox (no account needed)
 	$(BIN)/attentive-router demo
+
+screenshots: $(STAMP)  ## Regenerate the console screenshots in docs/ (needs make browser)
+	$(BIN)/python -m tests.console_screenshots docs
 
 clean:  ## Remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

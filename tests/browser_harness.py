@@ -63,8 +63,11 @@ def chromium_path() -> str | None:
     return None
 
 
-def missing_parts() -> list[str]:
-    """What the browser tests need and this machine lacks (``make browser`` installs it)."""
+def missing_parts(*, analytics_js: bool = True) -> list[str]:
+    """What the browser tests need and this machine lacks (``make browser`` installs it).
+
+    ``analytics_js=False``: only the browser (the console's pages need no npm package).
+    """
     missing = []
     if chromium_path() is None:
         missing.append("Debian's chromium package")
@@ -72,7 +75,9 @@ def missing_parts() -> list[str]:
         import playwright.sync_api  # noqa: F401, PLC0415
     except ImportError:
         missing.append("the playwright Python package")
-    if not (UMD / "standalone.js").is_file() or not (SNIPPET / "package.json").is_file():
+    if analytics_js and (
+        not (UMD / "standalone.js").is_file() or not (SNIPPET / "package.json").is_file()
+    ):
         missing.append("@segment/analytics-next and @segment/snippet in tests/browser")
     return missing
 

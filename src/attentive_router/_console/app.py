@@ -301,7 +301,7 @@ class Console:
         kind = _STATIC.get(name)
         if kind is None:
             return Response("not found\n", 404, media_type="text/plain")
-        return Response(self._files[name], media_type=kind)
+        return Response(self._files[name], media_type=kind, headers={"Cache-Control": "no-store"})
 
     def _guarded(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def checked(request: Request) -> Response:
@@ -339,8 +339,10 @@ class Console:
         )
         return HTMLResponse(body, status, headers=_SECURITY_HEADERS)
 
-    def _sign_in_page(self, request: Request, status: int, problem: str = "") -> Response:
-        wanted = request.url.path if request.method == "GET" else "/console/events"
+    def _sign_in_page(
+        self, request: Request, status: int, problem: str = "", wanted: str = ""
+    ) -> Response:
+        wanted = wanted or (request.url.path if request.method == "GET" else "/console/events")
         template = self.templates.get_template("sign_in.html")
         nonce = secrets.token_urlsafe(16)
         body = template.render(
@@ -382,7 +384,8 @@ class Console:
         if not isinstance(token, str) or not self.guard.opens(token):
             _log(logging.WARNING, "console: a wrong token", request)
             await asyncio.sleep(SIGN_IN_DELAY)
-            return self._sign_in_page(request, 401, "That is not the console token.")
+            wanted = str(form.get("next") or "")  # where the person was going, still
+            return self._sign_in_page(request, 401, "That is not the console token.", wanted)
         target = _local(str(form.get("next") or "/console/events"))
         response = RedirectResponse(target, 303)
         response.set_cookie(
@@ -824,7 +827,8 @@ _SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    # Not no-referrer: Chromium then sends "Origin: null" with the console's own forms.
+    # Not no-referrer: with it, browsers send "Origin: null" on the pages' own POSTs, which
+    # the cross-site check refuses. same-origin keeps every URL from other sites all the same.
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
