@@ -363,6 +363,32 @@ class Tab:
             self.context.close()
 
 
+def require_parts(*, analytics_js: bool = True) -> None:
+    """Skip the calling test module when ``missing_parts`` names something; fail in CI."""
+    import pytest  # noqa: PLC0415 - the screenshot script uses this module without pytest
+
+    missing = missing_parts(analytics_js=analytics_js)
+    if not missing:
+        return
+    reason = "browser tests need " + ", ".join(missing) + " (run `make browser`)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: in CI they must run")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Playwright's driver with Debian's Chromium launched (``launch``), closed afterwards."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only once installed
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def launch(playwright: Any) -> Any:
     """Debian's Chromium, headless, with Playwright's driver and no network but 127.0.0.1."""
     return playwright.chromium.launch(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.browser_harness import launch, missing_parts, opened
+from tests.browser_harness import chromium, missing_parts, opened
 from tests.console_harness import (
     TOKEN,
     VIEWPORT,
@@ -184,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"screenshots need {', '.join(missing)} (run `make browser`)", file=sys.stderr)
         return 2
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only once installed
-
     faults = {"scripts": {DEAD: [400], RETRIED: [503]}, "retry_after": "1"}
     with (
         tempfile.TemporaryDirectory(prefix="console-screenshots-") as folder,
@@ -200,12 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         ) as serve:
             send(serve.url, KEY, events())
             settled(queue)
-            with sync_playwright() as playwright:
-                browser = launch(playwright)
-                try:
-                    saved = shoot(browser, serve.url, args.out)
-                finally:
-                    browser.close()
+            with chromium() as browser:
+                saved = shoot(browser, serve.url, args.out)
     for path in saved:
         print(f"{path} ({path.stat().st_size:,} bytes)")
     return 0

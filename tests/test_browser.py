@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -39,13 +38,13 @@ from tests.browser_harness import (  # noqa: E402
     PageServer,
     Tab,
     TlsFront,
+    chromium,
     free_port,
     html_page,
-    launch,
-    missing_parts,
     opened,
     readme_npm_load,
     readme_snippet,
+    require_parts,
     self_signed_certificate,
     stock_snippet,
     wait_for,
@@ -69,25 +68,13 @@ def collected() -> Iterator[None]:
 
 @pytest.fixture(scope="module", autouse=True)
 def browser_parts() -> None:
-    missing = missing_parts()
-    if not missing:
-        return
-    reason = "browser tests need " + ", ".join(missing) + " (run `make browser`)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: in CI they must run")
-    pytest.skip(reason)
+    require_parts()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only once installed
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

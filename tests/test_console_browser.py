@@ -13,7 +13,6 @@ tests skip with the reason, except in CI (``CI=true``), where they must run.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
     sys.path.insert(0, str(ROOT))
 
-from tests.browser_harness import Tab, launch, missing_parts, opened, wait_for  # noqa: E402
+from tests.browser_harness import Tab, chromium, opened, require_parts, wait_for  # noqa: E402
 from tests.console_harness import (  # noqa: E402
     CUSTOM,
     TOKEN,
@@ -60,25 +59,13 @@ def collected() -> Iterator[None]:
 
 @pytest.fixture(scope="module", autouse=True)
 def browser_parts() -> None:
-    missing = missing_parts(analytics_js=False)
-    if not missing:
-        return
-    reason = "browser tests need " + ", ".join(missing) + " (run `make browser`)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: in CI they must run")
-    pytest.skip(reason)
+    require_parts(analytics_js=False)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only once installed
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
