@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -35,6 +35,10 @@ from attentive_router._transform.json_form import to_record
 from attentive_router._transform.options import Config, Context
 from attentive_router._transform.router import route
 
+if TYPE_CHECKING:  # imported by serve only for a Kafka queue
+    from attentive_router._queue.kafka.dead_letters import KafkaDeadLetters
+    from attentive_router._queue.kafka.view import KafkaView, TailEvent
+
 CONSOLE_PATH = "/console"
 """Where ``serve`` mounts the console."""
 
@@ -55,27 +59,6 @@ _STATES = {state.label: state for state in State}
 logger = logging.getLogger("attentive_router.console")
 
 
-class KafkaShown(Protocol):
-    """What the console reads of a Kafka queue (``_queue.kafka.view.KafkaView``)."""
-
-    def tail(self, limit: int = 200) -> list[Any]:
-        """The newest records of the events topic, newest first."""
-        ...
-
-    def lag(self) -> list[Any]:
-        """The delivery group's lag per partition."""
-        ...
-
-    @property
-    def dead_letters(self) -> Any:
-        """The dead-letter topic, behind the queue interface's calls."""
-        ...
-
-    def close(self) -> None:
-        """Stop its clients."""
-        ...
-
-
 @define
 class Destination:
     """One destination as the console sees it.
@@ -94,11 +77,15 @@ class Destination:
     name: str
     config: Config
     queue: SQLiteQueue | None = None
-    kafka: KafkaShown | None = None
+    kafka: KafkaView | None = None
     journal: Journal = field(factory=Journal)
     state: Callable[[], str] = lambda: "off"
     paused: Callable[[], str | None] = lambda: None
     wake: Callable[[], None] = lambda: None
+
+
+_FILTERS = ("destination", "source", "outcome", "reason", "name", "q")
+"""The filters' names, in the forms and the query string."""
 
 
 @frozen
@@ -115,10 +102,7 @@ class Filters:
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> Filters:
         """From a query string or form (unknown keys ignored, text trimmed)."""
-        picked = {
-            key: str(values.get(key, "")).strip()[:200]
-            for key in ("destination", "source", "outcome", "reason", "name", "q")
-        }
+        picked = {key: str(values.get(key, "")).strip()[:200] for key in _FILTERS}
         return cls(**picked)
 
     def search(self, state: State | None = None) -> Search:
@@ -134,8 +118,7 @@ class Filters:
 
     def query(self) -> str:
         """As a query string (to keep the filters across a redirect)."""
-        fields = ("destination", "source", "outcome", "reason", "name", "q")
-        return urlencode({key: getattr(self, key) for key in fields if getattr(self, key)})
+        return urlencode({key: getattr(self, key) for key in _FILTERS if getattr(self, key)})
 
 
 def _iso(moment: float | None) -> str:
@@ -198,7 +181,7 @@ def _row(destination: str, record: Record) -> dict[str, Any]:
     }
 
 
-def _tail_row(destination: str, item: Any) -> dict[str, Any]:
+def _tail_row(destination: str, item: TailEvent) -> dict[str, Any]:
     event = _event_json(item.event)
     call, name = _names(event)
     rejected = item.rejected
@@ -617,7 +600,7 @@ class Console:
                     letters = destination.kafka.dead_letters
                     found = await self._call(letters.records, State.DEAD, limit)
                     shown = [_letter_row(destination.name, record) for record in found]
-                    rows += [row for row in shown if _matches(row, evolve_outcome(filters))]
+                    rows += [row for row in shown if _matches(row, _without_outcome(filters))]
             except QueueError as error:
                 problems.append(f"{destination.name}: {error}")
         rows.sort(key=lambda row: row["received_at"], reverse=True)
@@ -655,7 +638,7 @@ class Console:
             destination = self.destinations.get(name)
             if destination is None:
                 continue
-            store: Any = destination.queue
+            store: SQLiteQueue | KafkaDeadLetters | None = destination.queue
             if store is None and destination.kafka is not None:
                 store = destination.kafka.dead_letters
             if store is None:
@@ -738,7 +721,7 @@ def _log(level: int, message: str, request: Request, **fields: Any) -> None:
     logger.log(level, message, extra={"fields": {"client": client, **fields}})
 
 
-def evolve_outcome(filters: Filters) -> Filters:
+def _without_outcome(filters: Filters) -> Filters:
     """Dead letters have one outcome: the outcome filter does not apply to them."""
     return Filters(filters.destination, filters.source, "", filters.reason, filters.name, filters.q)
 
