@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,16 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from attentive_router._cli.serve_process import ServeProcess
-from attentive_router._queue.sqlite import SQLiteQueue
-from attentive_router._sandbox.process import SandboxProcess
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
-    sys.path.insert(0, str(ROOT))
-
-from tests.browser_harness import (  # noqa: E402
+from tests.browser_harness import (
     UMD,
     PageServer,
     Tab,
@@ -49,6 +39,10 @@ from tests.browser_harness import (  # noqa: E402
     stock_snippet,
     wait_for,
 )
+
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._queue.sqlite import SQLiteQueue
+from attentive_router._sandbox.process import SandboxProcess
 
 KEY = "wk_browser_7d21"
 IDENTITY = "/v1/identity-resolution/user-identifiers"

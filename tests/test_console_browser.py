@@ -13,23 +13,13 @@ tests skip with the reason, except in CI (``CI=true``), where they must run.
 from __future__ import annotations
 
 import gc
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from attentive_router._cli.serve_process import ServeProcess
-from attentive_router._queue.interface import State
-from attentive_router._sandbox.process import SandboxProcess
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # the helpers live beside the tests, not in the package
-    sys.path.insert(0, str(ROOT))
-
-from tests.browser_harness import Tab, chromium, opened, require_parts, wait_for  # noqa: E402
-from tests.console_harness import (  # noqa: E402
+from tests.browser_harness import Tab, chromium, opened, require_parts, wait_for
+from tests.console_harness import (
     CUSTOM,
     TOKEN,
     capture,
@@ -43,6 +33,10 @@ from tests.console_harness import (  # noqa: E402
     wait_for_badge,
     wait_for_state,
 )
+
+from attentive_router._cli.serve_process import ServeProcess
+from attentive_router._queue.interface import State
+from attentive_router._sandbox.process import SandboxProcess
 
 KEY = "wk_console_browser_41b7"
 DEAD_LIVE = "console-browser-dead-live"
