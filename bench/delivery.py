@@ -45,6 +45,8 @@ import httpx
 import orjson
 
 from attentive_router import Context, Mapped, route, to_json
+from attentive_router._console.journal import Journal
+from attentive_router._delivery.observe import Observer
 from attentive_router._delivery.ratelimit import RateLimiter
 from attentive_router._delivery.sender import Sender, SenderSettings, make_client
 from attentive_router._queue.intake import new_event
@@ -269,10 +271,14 @@ def _answers(sandbox: SandboxProcess) -> dict[str, dict[str, int]]:
 
 
 async def _run_sender(
-    queue: Queue, settings: SenderSettings, probe: Probe | None = None
+    queue: Queue,
+    settings: SenderSettings,
+    probe: Probe | None = None,
+    observer: Observer | None = None,
 ) -> tuple[float, Counter[str]]:
     async with make_client(settings) as client:
         sender = Sender(queue, client, settings)
+        sender.observer = observer
         watcher: asyncio.Task[None] | None = None
         if probe is not None:
             probe.attach(sender, client)
@@ -294,8 +300,13 @@ def sender_run(
     directory: Path,
     settings: SenderSettings,
     probe: Probe | None = None,
+    *,
+    observer: Observer | None = None,
 ) -> Run:
-    """Queue ``events`` in a fresh queue (untimed), then drain it with a ``Sender``."""
+    """Queue ``events`` in a fresh queue (untimed), then drain it with a ``Sender``.
+
+    ``observer``: what the sender tells of each answer and verdict (the console's journal).
+    """
     sandbox.reset()
     path = directory / f"queue-{time.monotonic_ns()}.db"
     timed = TimedQueue(SQLiteQueue(path))
@@ -304,7 +315,7 @@ def sender_run(
         gc.collect()
         cpu, sandbox_cpu = time.process_time(), system.cpu_seconds(sandbox.pid)
         machine = system.machine_busy_seconds()
-        seconds, outcomes = asyncio.run(_run_sender(timed, settings, probe))
+        seconds, outcomes = asyncio.run(_run_sender(timed, settings, probe, observer))
         machine = system.machine_busy_seconds() - machine
         cpu, sandbox_cpu = (
             time.process_time() - cpu,
@@ -407,6 +418,8 @@ class UnthrottledResult:
     requests: int
     sender: list[Run]
     naive: list[Run]
+    journaled: list[Run]
+    """The Sender again, telling the console's journal each answer (as serve with a console)."""
 
 
 def unthrottled(events: int, rounds: int, seed: int, directory: Path) -> UnthrottledResult:
@@ -416,22 +429,31 @@ def unthrottled(events: int, rounds: int, seed: int, directory: Path) -> Unthrot
     bodies = request_bodies(corpus)
     senders: list[Run] = []
     naives: list[Run] = []
-    _progress(f"unthrottled: {events:,} events, {rounds} round(s), sender vs naive loop...")
+    journaled: list[Run] = []
+    _progress(
+        f"unthrottled: {events:,} events, {rounds} round(s), sender vs naive loop, "
+        "and the sender with the console's journal..."
+    )
     with SandboxProcess(no_rate_limits=True) as sandbox:
         settings = SenderSettings(base_url=sandbox.url, token=sandbox.token, rate=UNLIMITED_RATE)
         request_bodies(corpus[:50])  # warm the transform's caches outside the timed runs
+        contenders = ["sender", "naive", "journal"]
         for number in range(rounds):
-            order = ("sender", "naive") if number % 2 == 0 else ("naive", "sender")
-            for name in order:
+            for name in contenders[number % 3 :] + contenders[: number % 3]:  # rotated
                 if name == "sender":
                     senders.append(sender_run(sandbox, corpus, directory, settings))
+                elif name == "journal":
+                    journal = Journal()
+                    journaled.append(
+                        sender_run(sandbox, corpus, directory, settings, observer=journal)
+                    )
                 else:
                     naives.append(naive_run(sandbox, bodies))
             _progress(
                 f"  round {number + 1}/{rounds}: sender {senders[-1].rate:,.0f}/s  "
-                f"naive {naives[-1].rate:,.0f}/s"
+                f"naive {naives[-1].rate:,.0f}/s  with journal {journaled[-1].rate:,.0f}/s"
             )
-    return UnthrottledResult(events, len(bodies), senders, naives)
+    return UnthrottledResult(events, len(bodies), senders, naives, journaled)
 
 
 # -- reporting ----------------------------------------------------------------------------------
@@ -587,7 +609,7 @@ def report_unthrottled(result: UnthrottledResult) -> None:
         f"unthrottled requests/s from one process: {result.events:,} events "
         f"({result.requests:,} requests) per run, sandbox without rate limits or latency"
     )
-    print(f"rounds: {rounds}, interleaved, order alternated every round")
+    print(f"rounds: {rounds}, interleaved, order rotated every round")
     print()
     header = f"  {'contender':<54} {'median req/s':>13} {'median s/run':>13} {'min-max s':>13}"
     print(header)
@@ -596,6 +618,7 @@ def report_unthrottled(result: UnthrottledResult) -> None:
     labels = (
         (f"(f) Sender: SQLite queue, transform, {concurrency} in flight", result.sender),
         ("(g) naive: one AsyncClient, one request at a time", result.naive),
+        ("(h) Sender, telling the console's journal each answer", result.journaled),
     )
     for label, runs in labels:
         seconds = [run.seconds for run in runs]
@@ -616,8 +639,17 @@ def report_unthrottled(result: UnthrottledResult) -> None:
     print(f"  sender, median run: {_queue_line(middle)}")
     naive = sorted(result.naive, key=lambda run: run.seconds)[rounds // 2]
     print(f"  naive, median run:  {_cpu_line(naive)}")
-    lost = [run.count() - run.requests for run in (*result.sender, *result.naive) if run.count()]
-    complete = all(run.requests == result.requests for run in (*result.sender, *result.naive))
+    journal = _median(result.journaled, "rate") / _median(result.sender, "rate")
+    cpu = statistics.median(r.sender_cpu / max(r.requests, 1) for r in result.journaled) / (
+        statistics.median(r.sender_cpu / max(r.requests, 1) for r in result.sender)
+    )
+    print(
+        f"  {'with journal / sender requests/s':<32} {journal:>6.2f}x   "
+        f"(sender CPU per request {cpu:.2f}x: what serve pays with --console-token)"
+    )
+    everyone = (*result.sender, *result.naive, *result.journaled)
+    lost = [run.count() - run.requests for run in everyone if run.count()]
+    complete = all(run.requests == result.requests for run in everyone)
     status = "all runs accepted every request" if complete else "SOME RUNS LOST REQUESTS"
     print(f"  {status} (non-2xx answers: {sum(lost):,})")
 

@@ -151,9 +151,9 @@ def test_quick_delivery_and_rss_benchmarks_report_every_figure() -> None:
     assert re.search(r"event loop: a 10 ms sleep took \d+ ms", out)
     assert "queue thread: claim" in out
 
-    # Unthrottled: both contenders with positive rates, and their ratio.
+    # Unthrottled: the three contenders with positive rates, and their ratios.
     assert "150 events (150 requests) per run" in out
-    for label in ("(f) Sender", "(g) naive"):
+    for label in ("(f) Sender", "(g) naive", "(h) Sender, telling the console's journal"):
         match = re.search(
             rf"{re.escape(label)}.*?\s([\d,]+)\s+(\d+\.\d+)\s+[\d.]+-[\d.]+$", out, re.MULTILINE
         )
@@ -161,6 +161,7 @@ def test_quick_delivery_and_rss_benchmarks_report_every_figure() -> None:
         assert _number(match.group(1)) > 0
         assert float(match.group(2)) > 0
     assert re.search(r"sender / naive requests/s\s+\d+\.\d\dx", out)
+    assert re.search(r"with journal / sender requests/s\s+\d+\.\d\dx .*CPU per request \d", out)
     assert "all runs accepted every request" in out
 
     # Peak RSS: a baseline and the file's run, both complete, with plausible sizes.
