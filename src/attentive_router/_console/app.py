@@ -284,7 +284,7 @@ class Console:
         kind = _STATIC.get(name)
         if kind is None:
             return Response("not found\n", 404, media_type="text/plain")
-        return Response(self._files[name], media_type=kind, headers={"Cache-Control": "no-store"})
+        return Response(self._files[name], media_type=kind)
 
     def _guarded(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def checked(request: Request) -> Response:
@@ -296,7 +296,7 @@ class Console:
                     _log(logging.WARNING, "console: a POST refused", request, problem=problem)
                     return Response(f"refused: {problem}\n", 403, media_type="text/plain")
             response: Response = await handler(request)
-            response.headers["Cache-Control"] = "no-store"
+            response.headers["Cache-Control"] = "no-store"  # every answer, pages or not
             return response
 
         return checked
@@ -441,9 +441,7 @@ class Console:
         """The live list's rows as JSON (what the page's script polls)."""
         filters = Filters.of(request.query_params)
         rows, problems = await self._rows(filters)
-        return JSONResponse(
-            {"rows": rows, "problems": problems}, headers={"Cache-Control": "no-store"}
-        )
+        return JSONResponse({"rows": rows, "problems": problems})
 
     async def event(self, request: Request) -> Response:
         """One event: as received, its outcome and why, the requests and Attentive's answers."""
@@ -482,7 +480,6 @@ class Console:
             answers=[_answer(answer) for answer in answers],
             last_request=_pretty_text(record.request),
             last_response=_pretty_text(record.response),
-            dead=record.state is State.DEAD,
         )
 
     async def _kafka_event(
@@ -509,7 +506,6 @@ class Console:
             answers=[],
             last_request="",
             last_response="",
-            dead=False,
             kafka_place=f"partition {item.partition}, offset {item.offset}",
         )
 
@@ -561,14 +557,14 @@ class Console:
                 item["counts"] = {state.label: counts[state] for state in State}
                 item["depth"] = counts[State.QUEUED] + counts[State.IN_FLIGHT]
                 item["oldest_age"] = None if oldest is None else max(0.0, now - oldest)
-            series = destination.journal.series(now)
+            totals = destination.journal.totals(now)
             item["endpoints"] = [
                 {
                     "path": path,
                     "svg": bar_chart(rows, f"{destination.name} {path}, the last hour"),
-                    "totals": {kind: sum(values) for kind, values in rows.items()},
+                    "totals": totals[path],
                 }
-                for path, rows in series.items()
+                for path, rows in destination.journal.series(now).items()
             ]
             item["since"] = _iso(destination.journal.started)
         elif destination.kafka is not None:
